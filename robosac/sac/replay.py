@@ -1,0 +1,88 @@
+"""A ring replay buffer over preallocated numpy arrays; images stay uint8 until the learner.
+
+Storage is one flat dict of arrays (``Replay.arrays``) so the runtime can later place the same
+arrays in shared memory without touching the sampling code. Observations are stored in the
+canonical layout the networks use: ``state`` float32 (N, S), ``pixels`` uint8 (N, C, H, W).
+Actions are stored in env units; ``terminated`` marks true terminal states (no bootstrap), while a
+time-limit truncation is stored as not terminated, so the target bootstraps through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from robosac.sac.spaces import ObsSpec
+
+
+def canonical_obs(obs: Any, spec: ObsSpec) -> dict[str, np.ndarray]:
+    """One env observation -> {"state": float32 (S,), "pixels": uint8 (C, H, W)} (keys as present)."""
+    out: dict[str, np.ndarray] = {}
+    if spec.state_dim:
+        parts = [np.asarray(obs if k is None else obs[k], dtype=np.float32) for k in spec.state_keys]
+        out["state"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if spec.image is not None:
+        img = np.asarray(obs if spec.image.key is None else obs[spec.image.key])
+        if img.dtype != np.uint8:
+            raise TypeError(f"image observation must be uint8, got {img.dtype}")
+        if spec.image.channels_last:
+            img = np.moveaxis(img, -1, -3)  # (..., H, W, C) -> (..., C, H, W)
+        out["pixels"] = img.reshape(spec.image.chw)
+    return out
+
+
+class Replay:
+    """Fixed-capacity FIFO of transitions; ``sample`` returns torch tensors on ``device``."""
+
+    def __init__(self, spec: ObsSpec, act_dim: int, capacity: int, seed: int | None = None):
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        self.spec, self.capacity = spec, capacity
+        self.arrays: dict[str, np.ndarray] = {}
+        for prefix in ("obs", "next_obs"):
+            if spec.state_dim:
+                self.arrays[f"{prefix}.state"] = np.zeros((capacity, spec.state_dim), np.float32)
+            if spec.image is not None:
+                self.arrays[f"{prefix}.pixels"] = np.zeros((capacity, *spec.image.chw), np.uint8)
+        self.arrays["action"] = np.zeros((capacity, act_dim), np.float32)
+        self.arrays["reward"] = np.zeros((capacity,), np.float32)
+        self.arrays["terminated"] = np.zeros((capacity,), np.float32)
+        self.size = 0  # transitions held
+        self.cursor = 0  # next slot to write
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool) -> None:
+        """Store one transition; ``obs``/``next_obs`` as the env emitted them."""
+        i = self.cursor
+        for prefix, o in (("obs", obs), ("next_obs", next_obs)):
+            for key, value in canonical_obs(o, self.spec).items():
+                self.arrays[f"{prefix}.{key}"][i] = value
+        self.arrays["action"][i] = action
+        self.arrays["reward"][i] = reward
+        self.arrays["terminated"][i] = float(terminated)
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """Uniform batch: {"obs": {...}, "action" (B, A), "reward" (B,), "next_obs": {...}, "terminated" (B,)}."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        flat = {k: torch.from_numpy(v[idx]).to(device, non_blocking=True) for k, v in self.arrays.items()}
+        return _nest(flat)
+
+
+def _nest(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    out: dict[str, Any] = {"obs": {}, "next_obs": {}}
+    for key, value in flat.items():
+        prefix, _, sub = key.partition(".")
+        if sub:
+            out[prefix][sub] = value
+        else:
+            out[key] = value
+    return out

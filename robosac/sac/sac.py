@@ -1,0 +1,207 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, arXiv 1801.01290 and 1812.05905), one file.
+
+Read top to bottom: the settings, the agent's parts, acting, then one update:
+  1. critic: soft Bellman target from the target critics, bootstrapped unless *terminated*
+     (a time-limit truncation is stored as not terminated, so it bootstraps);
+  2. actor: maximise min(Q1, Q2) - alpha * log pi on features detached from the encoder;
+  3. temperature: move log alpha so the policy's entropy tracks the target (-|A| by default);
+  4. Polyak-average the target critics (and target encoder).
+Images: a conv encoder trained through the critic loss only, random-shift augmentation (DrQ),
+state concatenated after the encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from robosac.sac.networks import Actor, ObsEncoder, TwinCritic
+from robosac.sac.replay import canonical_obs
+from robosac.sac.spaces import ObsSpec, check_action_space, parse_obs_space
+
+
+@dataclass
+class SACConfig:
+    """Hyper-parameters; defaults follow SB3/CleanRL unless noted."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak rate for the target critics
+    encoder_tau: float = 0.05  # faster for the target encoder, as in DrQ/SAC-AE
+    init_alpha: float = 1.0
+    target_entropy: float | None = None  # None -> -|A|
+    feature_dim: int = 50  # image features (B, F) out of the encoder
+    conv_channels: tuple[int, ...] = (16, 32, 32)  # filters of the three 3x3 convs
+    shift_pad: int = 4  # DrQ random shift, pixels (at 64x64; DrQ uses 4 at 84x84)
+
+
+def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
+    """DrQ augmentation: shift each image of (B, C, H, W) by up to ±pad px, edges replicated.
+
+    Returns float32 in the input's value range (0-255 for uint8), channels-last, ready for the
+    encoder. Nearest-neighbour ``grid_sample`` at pixel centres moves whole pixels exactly and is
+    the fastest of the exact methods on a CPU (BENCHMARKS.md).
+    """
+    b, _, h, w = pixels.shape
+    x = pixels.contiguous(memory_format=torch.channels_last).float()
+    if pad == 0:
+        return x
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)  # pixel centres, align_corners=False
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    shift = torch.randint(-pad, pad + 1, (b, 1, 1, 2), device=x.device).float()
+    grid = grid + shift * torch.tensor([2 / w, 2 / h], device=x.device)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
+class SAC:
+    """The agent: ``act`` for the control loop, ``update`` for the learner, ``state_dict`` to save."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        config: SACConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ):
+        self.config = cfg = config or SACConfig()
+        self.spec: ObsSpec = parse_obs_space(observation_space)
+        action_space = check_action_space(action_space)
+        self.device = torch.device(device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        act_dim = action_space.shape[0]
+        # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
+        self.action_center = torch.as_tensor((action_space.high + action_space.low) / 2, dtype=torch.float32, device=self.device)
+        self.action_half_range = torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32, device=self.device)
+
+        self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
+        self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden).to(self.device)
+        self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden).to(self.device)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+
+        # One Adam over all parameters, a learning rate per group; the encoder is in the critic's
+        # group because it learns through the critic loss only.
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": [*self.critic.parameters(), *self.encoder.parameters()], "lr": cfg.critic_lr},
+                {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
+                {"params": [self.log_alpha], "lr": cfg.alpha_lr},
+            ],
+            fused=self.device.type in ("cpu", "cuda"),
+        )
+        self._critic_params = list(self.critic.parameters())
+        self._target_critic_params = list(self.target_critic.parameters())
+        self._encoder_params = list(self.encoder.parameters())
+        self._target_encoder_params = list(self.target_encoder.parameters())
+        self.updates = 0
+
+    # ---- acting -------------------------------------------------------------------------------
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def obs_to_torch(self, obs: Any) -> dict[str, torch.Tensor]:
+        """One env observation -> canonical batch of 1 on the agent's device."""
+        return {k: torch.from_numpy(v).unsqueeze(0).to(self.device) for k, v in canonical_obs(obs, self.spec).items()}
+
+    @torch.no_grad()
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        """Action (A,) in env units for one observation as the env emits it."""
+        feat = self.encoder(self.obs_to_torch(obs))
+        a = self.actor.mode(feat) if deterministic else self.actor.sample(feat)[0]
+        return (self.action_center + self.action_half_range * a)[0].cpu().numpy()
+
+    # ---- learning -----------------------------------------------------------------------------
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One SAC gradient step on a batch from :meth:`robosac.sac.replay.Replay.sample`.
+
+        As in the authors' softlearning code, the three losses are computed at the same parameters
+        and stepped together: one backward pass and one optimizer step instead of three, which is
+        most of what an update costs on a CPU. Each loss reaches only its own parameters.
+        Returns scalar diagnostics: losses, alpha, entropy (-mean log pi), mean Q.
+        """
+        cfg = self.config
+        obs, next_obs = batch["obs"], batch["next_obs"]
+        if "pixels" in obs:
+            obs = {**obs, "pixels": random_shift(obs["pixels"], cfg.shift_pad)}
+            next_obs = {**next_obs, "pixels": random_shift(next_obs["pixels"], cfg.shift_pad)}
+        action = (batch["action"] - self.action_center) / self.action_half_range  # back to [-1, 1]
+        reward, not_done = batch["reward"], 1.0 - batch["terminated"]
+        alpha = self.log_alpha.detach().exp()
+
+        # 1. Critic: y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s')).
+        with torch.no_grad():
+            next_action, next_logp = self.actor.sample(self.encoder(next_obs))
+            target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
+            y = reward + cfg.gamma * not_done * (target_q - alpha * next_logp)
+        feat = self.encoder(obs)
+        q = self.critic(feat, action)  # (2, B)
+        critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
+
+        # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
+        # detached (the encoder learns from the critic only) and the critic's weights are frozen
+        # (this loss must not train it).
+        feat = feat.detach()
+        pi_action, logp = self.actor.sample(feat)
+        q_pi = self.critic(feat, pi_action, frozen=True).min(0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+
+        # 3. Temperature: the gradient on log alpha is -(log pi + target entropy).
+        logp = logp.detach()
+        alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss + alpha_loss).backward()
+        self.optimizer.step()
+
+        # 4. Targets follow slowly: theta' <- (1 - tau) theta' + tau theta.
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_critic_params, self._critic_params, cfg.tau)
+            if self._encoder_params:
+                torch._foreach_lerp_(self._target_encoder_params, self._encoder_params, cfg.encoder_tau)
+        self.updates += 1
+
+        stats = torch.stack([critic_loss, actor_loss, alpha_loss, alpha, -logp.mean(), q.mean()]).tolist()
+        return dict(zip(("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean"), stats))
+
+    # ---- saving -------------------------------------------------------------------------------
+
+    _MODULES = ("encoder", "actor", "critic", "target_encoder", "target_critic")
+    _OPTIMIZERS = ("optimizer",)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume learning: networks, targets, optimizers, log alpha, update count."""
+        state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in self._MODULES + self._OPTIMIZERS}
+        state["log_alpha"] = self.log_alpha.detach().clone()
+        state["updates"] = self.updates
+        state["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings."""
+        saved = state.get("config", {})
+        mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
+        if saved != mine:
+            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
+            raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
+        for name in self._MODULES + self._OPTIMIZERS:
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.updates = int(state["updates"])

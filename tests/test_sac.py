@@ -1,0 +1,297 @@
+"""SAC: the maths (log-prob, temperature, bootstrapping), checkpoints, spaces and the image path."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.wrappers import FrameStackObservation, TimeLimit
+
+from robosac.persist import CheckpointError, load_checkpoint, save_checkpoint
+from robosac.sac.networks import Actor
+from robosac.sac.replay import Replay
+from robosac.sac.sac import SAC, SACConfig, random_shift
+from robosac.sac.spaces import UnsupportedSpaceError, parse_obs_space
+from robosac.sac.train import TrainConfig, train
+from sac_envs import ConstantRewardEnv, ShadeBanditEnv
+
+STATE = spaces.Box(-1.0, 1.0, (3,), np.float32)
+ACT = spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+
+def _fixed_actor(mean: float, log_std: float, act_dim: int = 1) -> Actor:
+    """An actor whose pre-tanh Gaussian is N(mean, exp(log_std)) whatever the input."""
+    actor = Actor(1, act_dim, hidden=(4,))
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.zero_()
+        last = actor.net[-1]
+        # Invert the smooth log-std bound so the head outputs exactly `log_std`.
+        raw = math.atanh(2 * (log_std + 5.0) / 7.0 - 1.0)
+        last.bias[:act_dim] = mean
+        last.bias[act_dim:] = raw
+    return actor
+
+
+@pytest.mark.parametrize("mean,log_std", [(0.0, 0.0), (1.5, -0.5), (-1.0, 0.5)])
+def test_log_prob_matches_brute_force_density(mean, log_std):
+    torch.manual_seed(0)
+    actor = _fixed_actor(mean, log_std)
+    a, logp = actor.sample(torch.zeros(200_000, 1))
+    a, logp = a[:, 0].double(), logp.detach().double()
+    # Closed form by change of variables in float64; near |a| = 1 the float32 action no longer
+    # pins down u (atanh amplifies its rounding), so compare where it does.
+    inside = a.abs() < 0.999
+    u = torch.atanh(a[inside])
+    exact = torch.distributions.Normal(mean, math.exp(log_std)).log_prob(u) - torch.log1p(-a[inside] ** 2)
+    assert torch.allclose(logp[inside], exact, atol=2e-3, rtol=1e-3)
+    # Brute force, no formula: if p is the density the samples come from, then
+    # E[1{a in I} / p(a)] = |I| for every interval I (Monte-Carlo importance identity).
+    # Checked on every interval holding enough samples for the estimate to be tight.
+    checked = 0
+    edges = np.linspace(-0.96, 0.96, 9)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (a > lo) & (a < hi)
+        if inside.double().mean() < 0.05:
+            continue
+        estimate = float(torch.where(inside, torch.exp(-logp.detach()), 0.0).mean())
+        assert estimate == pytest.approx(hi - lo, rel=0.05), (lo, hi)
+        checked += 1
+    assert checked >= 2
+
+
+def test_log_prob_stays_finite_where_tanh_saturates():
+    torch.manual_seed(0)
+    actor = _fixed_actor(mean=30.0, log_std=-4.0)  # tanh(u) rounds to exactly 1.0 in float32
+    a, logp = actor.sample(torch.zeros(1000, 1))
+    assert torch.all(a == 1.0)
+    assert torch.all(torch.isfinite(logp))
+    # The naive log(1 - tanh(u)^2) would be log(0) = -inf here.
+    assert torch.isinf(torch.log(1 - a**2)).all()
+
+
+def _filled_replay(agent: SAC, n: int = 512, seed: int = 0) -> Replay:
+    rng = np.random.default_rng(seed)
+    replay = Replay(agent.spec, ACT.shape[0], n, seed=seed)
+    for _ in range(n):
+        o, o2 = rng.uniform(-1, 1, 3).astype(np.float32), rng.uniform(-1, 1, 3).astype(np.float32)
+        replay.add(o, rng.uniform(-2, 2, 2).astype(np.float32), float(rng.normal()), o2, False)
+    return replay
+
+
+@pytest.mark.parametrize("target_entropy,direction", [(10.0, +1), (-20.0, -1)])
+def test_temperature_moves_toward_target_entropy(target_entropy, direction):
+    """Entropy below target -> alpha rises; above -> alpha falls."""
+    agent = SAC(STATE, ACT, SACConfig(target_entropy=target_entropy, alpha_lr=1e-2, hidden=(32, 32)), seed=0)
+    replay = _filled_replay(agent)
+    alphas = [agent.alpha]
+    for _ in range(50):
+        agent.update(replay.sample(64))
+        alphas.append(agent.alpha)
+    steps = np.sign(np.diff(alphas))
+    assert np.all(steps == direction), alphas[:5]
+    assert (alphas[-1] - alphas[0]) * direction > 0.3 * alphas[0]
+
+
+def test_temperature_settles_entropy_near_target():
+    """A cost of 10 a^2 pulls the policy narrow and the entropy bonus pushes it wide; the learned
+    alpha must balance them where the policy's entropy equals the target."""
+    env = ConstantRewardEnv(True)
+    cfg = SACConfig(target_entropy=-1.0, alpha_lr=3e-3, actor_lr=3e-3, critic_lr=3e-3, hidden=(32, 32))
+    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
+    replay = Replay(agent.spec, 1, 512, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(512):
+        a = rng.uniform(-1, 1, 1).astype(np.float32)
+        replay.add(np.zeros(1, np.float32), a, -10.0 * float(a[0] ** 2), np.zeros(1, np.float32), True)
+    stats = [agent.update(replay.sample(128)) for _ in range(1500)]
+    entropy = np.mean([s["entropy"] for s in stats[-300:]])
+    assert abs(entropy - (-1.0)) < 0.2, entropy
+    assert stats[-1]["alpha"] < 0.5  # it had to move from 1.0 to get there
+
+
+def _q_after_training(terminate: bool) -> float:
+    env_factory = (lambda: ConstantRewardEnv(True)) if terminate else (lambda: TimeLimit(ConstantRewardEnv(False), max_episode_steps=1))
+    cfg = TrainConfig(
+        steps=700, seed=0, learning_starts=64, batch_size=64, eval_episodes=1, log_every=100,
+        sac=SACConfig(hidden=(32, 32), gamma=0.9, tau=0.2, init_alpha=1e-6, alpha_lr=0.0, critic_lr=3e-3, actor_lr=3e-3),
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        train(env_factory, cfg, d, progress=False)
+        state = load_checkpoint(f"{d}/checkpoint.pt")
+    env = env_factory()
+    agent = SAC(env.observation_space, env.action_space, cfg.sac)
+    agent.load_state_dict(state["agent"])
+    with torch.no_grad():
+        obs = agent.obs_to_torch(np.zeros(1, np.float32))
+        q = agent.critic(agent.encoder(obs), torch.zeros(1, 1))
+    return float(q.mean())
+
+
+def test_truncation_bootstraps_and_termination_does_not():
+    """Reward 1 per step, gamma 0.9: a time-limit cut must bootstrap (Q -> 10), a terminal not (Q -> 1)."""
+    assert _q_after_training(terminate=True) == pytest.approx(1.0, abs=0.15)
+    assert _q_after_training(terminate=False) == pytest.approx(10.0, abs=1.5)
+
+
+def test_checkpoint_round_trip_gives_identical_actions_and_updates(tmp_path):
+    agent = SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=0)
+    replay = _filled_replay(agent)
+    for _ in range(20):
+        agent.update(replay.sample(64))
+    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
+
+    clone = SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=123)  # different init on purpose
+    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
+    obs = np.array([0.1, -0.4, 0.7], np.float32)
+    assert np.array_equal(agent.act(obs, deterministic=True), clone.act(obs, deterministic=True))
+    torch.manual_seed(5)
+    a1 = agent.act(obs)
+    torch.manual_seed(5)
+    a2 = clone.act(obs)
+    assert np.array_equal(a1, a2)
+    assert clone.alpha == agent.alpha and clone.updates == agent.updates
+    # Optimizer state came along too: the next update is bit-identical.
+    batch = replay.sample(64)
+    torch.manual_seed(9)
+    s1 = agent.update(batch)
+    torch.manual_seed(9)
+    s2 = clone.update(batch)
+    assert s1 == s2
+    assert np.array_equal(agent.act(obs, deterministic=True), clone.act(obs, deterministic=True))
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path):
+    agent = SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=0)
+    other = SAC(STATE, ACT, SACConfig(hidden=(64, 64)), seed=0)
+    with pytest.raises(ValueError, match="hidden"):
+        other.load_state_dict(agent.state_dict())
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"agent": SAC(STATE, ACT, SACConfig(hidden=(8,))).state_dict()}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "obs_space,act_space,message",
+    [
+        (STATE, spaces.Discrete(3), "continuous 1-D Box"),
+        (STATE, spaces.Box(-1, 1, (2, 2)), "must be 1-D"),
+        (STATE, spaces.Box(-np.inf, np.inf, (2,)), "finite"),
+        (spaces.Discrete(4), ACT, "unsupported space"),
+        (spaces.Box(-1, 1, (4, 4), np.float32), ACT, "unsupported space"),
+        (spaces.Box(0, 255, (32, 32, 32), np.uint8), ACT, "cannot tell channels"),
+        (spaces.Dict({"a": spaces.Box(0, 255, (3, 32, 32), np.uint8), "b": spaces.Box(0, 255, (3, 32, 32), np.uint8)}), ACT, "only one image"),
+        (spaces.Dict({"s": STATE, "t": spaces.MultiBinary(3)}), ACT, r"observation\['t'\]"),
+    ],
+)
+def test_unsupported_spaces_are_refused_clearly(obs_space, act_space, message):
+    with pytest.raises(UnsupportedSpaceError, match=message):
+        SAC(obs_space, act_space)
+
+
+def test_image_layouts_and_frame_stacks_are_understood():
+    assert parse_obs_space(spaces.Box(0, 255, (3, 64, 64), np.uint8)).image.chw == (3, 64, 64)
+    assert parse_obs_space(spaces.Box(0, 255, (64, 48, 3), np.uint8)).image.chw == (3, 64, 48)
+    stacked = FrameStackObservation(gym.make("CarRacing-v3") if False else _HWCImageEnv(), stack_size=3)
+    spec = parse_obs_space(stacked.observation_space)
+    assert spec.image.chw == (9, 40, 40)
+    agent = SAC(stacked.observation_space, stacked.action_space, SACConfig(hidden=(16,)))
+    obs, _ = stacked.reset(seed=0)
+    assert agent.act(obs).shape == (1,)
+    replay = Replay(agent.spec, 1, 4)
+    replay.add(obs, np.zeros(1, np.float32), 0.0, obs, False)
+    batch = replay.sample(2)
+    assert batch["obs"]["pixels"].dtype == torch.uint8 and batch["obs"]["pixels"].shape == (2, 9, 40, 40)
+    # Channel order survives: frame k's channels land at [3k, 3k+3).
+    np.testing.assert_array_equal(batch["obs"]["pixels"][0, 3:6].numpy(), np.moveaxis(obs[1], -1, 0))
+
+
+class _HWCImageEnv(gym.Env):
+    observation_space = spaces.Box(0, 255, (40, 40, 3), np.uint8)
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.integers(0, 256, (40, 40, 3), dtype=np.uint8), {}
+
+    def step(self, action):
+        return self.np_random.integers(0, 256, (40, 40, 3), dtype=np.uint8), 0.0, False, False, {}
+
+
+def test_random_shift_moves_whole_images_within_the_pad():
+    torch.manual_seed(0)
+    img = torch.arange(16 * 16, dtype=torch.int64).reshape(1, 1, 16, 16).repeat(64, 3, 1, 1).to(torch.uint8)
+    out = random_shift(img, pad=2)
+    assert out.shape == img.shape and out.dtype == torch.float32
+    assert torch.equal(random_shift(img, pad=0), img.float())
+    img = img.float()
+    shifts = set()
+    for b in range(64):
+        # Recover the shift from the centre pixel; it must be one rigid move of the whole image.
+        src = int(out[b, 0, 8, 8])
+        dy, dx = src // 16 - 8, src % 16 - 8
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        rows = (torch.arange(16) + dy).clamp(0, 15)
+        cols = (torch.arange(16) + dx).clamp(0, 15)
+        assert torch.equal(out[b], img[b][:, rows][:, :, cols])
+        shifts.add((dy, dx))
+    assert len(shifts) > 10  # per-image shifts, not one for the batch
+
+
+def test_encoder_learns_from_the_critic_only():
+    env = ShadeBanditEnv(with_state=True)
+    agent = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), critic_lr=0.0), seed=0)
+    replay = Replay(agent.spec, 1, 64, seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(64):
+        replay.add(obs, env.action_space.sample(), -1.0, obs, True)
+    enc_before = [p.clone() for p in agent.encoder.parameters()]
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    for _ in range(3):
+        agent.update(replay.sample(16))
+    # critic_lr = 0 freezes what the critic loss trains: the encoder stays put, the actor moves.
+    assert all(torch.equal(a, b) for a, b in zip(enc_before, agent.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+
+
+def test_pixel_sac_learns_a_bandit_seen_only_in_images():
+    """The answer is only in the image, so the conv encoder must learn it through the critic."""
+    env = ShadeBanditEnv()
+    cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
+    replay = Replay(agent.spec, 1, 2000, seed=0)
+    obs, _ = env.reset(seed=0)
+    for step in range(1200):
+        action = env.action_space.sample() if step < 200 else agent.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        replay.add(obs, action, reward, next_obs, terminated)
+        obs, _ = env.reset()
+        if step >= 200:
+            agent.update(replay.sample(64))
+    errors = []
+    for i in range(50):
+        obs, _ = env.reset(seed=10_000 + i)
+        errors.append(abs(agent.act(obs, deterministic=True)[0] - env.target))
+    # Always answering 0 would give a mean error of 0.5.
+    assert np.mean(errors) < 0.15, np.mean(errors)
+
+
+def test_actions_are_scaled_to_the_action_bounds():
+    space = spaces.Box(np.array([0.0, -10.0], np.float32), np.array([1.0, 10.0], np.float32))
+    agent = SAC(STATE, space, SACConfig(hidden=(8,)), seed=0)
+    acts = np.stack([agent.act(STATE.sample()) for _ in range(200)])
+    assert np.all(acts >= space.low) and np.all(acts <= space.high)
+    assert acts[:, 1].max() - acts[:, 1].min() > 5.0  # uses the range, not just [-1, 1]
