@@ -12,6 +12,7 @@ import json
 # name -> "module:function"; the function takes the parsed args and returns a JSON-able dict.
 BENCHES: dict[str, str] = {
     "learner": "robosac.sac.bench:bench_learner",
+    "bus": "robosac.hal.bench:bench_bus",
 }
 
 

@@ -15,6 +15,8 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "robosac.sac.train_cli",
     "robosac.bench_cli",
+    "sim.twin_cli",
+    "robosac.hal.tools_cli",
 )
 
 

@@ -1,0 +1,458 @@
+"""Robot hardware configuration: typed, validated objects loaded from a YAML file.
+
+`load_config(path) -> RobotConfig` is the one entry point. Every problem in the file raises
+`ConfigError` whose message names the full key path (e.g. ``servos[3].model``), the bad value and
+what is allowed, so a typo is caught at start-up instead of on the bench.
+
+Schema (units in the key names; angles in rad at the *joint*, i.e. after calibration)::
+
+    name: claw                      # robot name (str)
+    model_xml: sim/models/claw.xml  # MJCF model for the twin (str, optional)
+    bus:
+      port: /dev/ttyUSB0            # serial device (the twin overrides it)
+      baud: 1000000                 # one of BAUD_RATES
+      return_delay_us: 0            # 0..508, even (servo units are 2 us)
+      watchdog_ms: 0                # 0 = off, else 20..2540 in steps of 20 (servo units are 20 ms)
+      shutdown: [overload, electrical_shock, encoder, overheating]   # names or an int bit mask
+    servos:
+      - name: f0_top                # unique
+        id: 1                       # 0..252, unique
+        model: XM430-W210           # one of SERVO_MODELS
+        operating_mode: 3           # 3 position, 4 extended position, 5 current-based position
+        calibration: {sign: 1, offset_rad: 0.0}   # joint = sign * (servo_angle - offset_rad)
+        limits:
+          min_rad: -0.48
+          max_rad: 0.48
+          max_velocity_rad_s: 6.0   # > 0, at most the model's velocity-limit range
+          current_a: 1.2            # optional; not allowed on models without current control
+        pid: {p: 800, i: 0, d: 0}   # optional raw position gains (0..16383)
+        profile: {velocity_rad_s: 0.0, acceleration_rad_s2: 0.0}   # optional, 0 = no profile
+
+    camera:                         # optional: the robot's camera as robosac opens it
+      source: 0                     # cv2.VideoCapture source: USB index, file or URL (the twin prints its own URL)
+      width: 128                    # frame width, px
+      height: 128                   # frame height, px
+      fps: 30                       # frames per second
+    sim:                            # optional: how the MuJoCo twin renders this robot
+      camera: overhead              # MJCF camera the twin serves as the robot's camera
+      timestep_s: 0.002             # physics step, s (default: the MJCF's own)
+
+Later issues add top-level sections (camera, rates, safety, reset ...): add a parser to
+`_SECTIONS` and a field to `RobotConfig`. Unknown keys anywhere are errors listing allowed keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+__all__ = [
+    "BAUD_RATES",
+    "SHUTDOWN_BITS",
+    "SERVO_MODELS",
+    "ConfigError",
+    "ServoModelInfo",
+    "BusConfig",
+    "Calibration",
+    "JointLimits",
+    "PidGains",
+    "Profile",
+    "ServoConfig",
+    "CameraConfig",
+    "SimConfig",
+    "RobotConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A hardware config is invalid; the message names the key path, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ServoModelInfo:
+    """Facts about a servo model the config needs to validate against (from the e-manual)."""
+
+    model_number: int
+    has_current: bool  # XL430 has no current sensing / current limit (Present Load instead)
+    current_unit_a: float  # A per raw unit of Current Limit / Present Current (0 if absent)
+    current_limit_max: int  # raw maximum of Current Limit (addr 38); 0 if absent
+    velocity_limit_max: int = 1023  # raw maximum of Velocity Limit (addr 44)
+
+
+# Velocity unit of every X430 model: 0.229 rev/min per unit.
+VELOCITY_UNIT_RAD_S: float = 0.229 * 2.0 * math.pi / 60.0
+
+SERVO_MODELS: dict[str, ServoModelInfo] = {
+    "XM430-W210": ServoModelInfo(1030, True, 0.00269, 1193),
+    "XM430-W350": ServoModelInfo(1020, True, 0.00269, 1193),
+    "XH430-W210": ServoModelInfo(1010, True, 0.00269, 648),
+    "XH430-W350": ServoModelInfo(1000, True, 0.00269, 648),
+    "XL430-W250": ServoModelInfo(1060, False, 0.0, 0),
+}
+
+# Baud rates the stock SDK accepts (4.5M is rejected by PortHandler), bps.
+BAUD_RATES: tuple[int, ...] = (9600, 57600, 115200, 1_000_000, 2_000_000, 3_000_000, 4_000_000)
+
+# Hardware Error Status / Shutdown bit names (addr 63 / 70).
+SHUTDOWN_BITS: dict[str, int] = {
+    "input_voltage": 0x01,
+    "overheating": 0x04,
+    "encoder": 0x08,
+    "electrical_shock": 0x10,
+    "overload": 0x20,
+}
+_DEFAULT_SHUTDOWN = 0x34  # factory default: overheating | electrical_shock | overload
+
+OPERATING_MODES: dict[int, str] = {3: "position", 4: "extended position", 5: "current-based position"}
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    port: str
+    baud: int
+    return_delay_us: int = 0
+    watchdog_ms: int = 0
+    shutdown: int = _DEFAULT_SHUTDOWN  # bit mask, see SHUTDOWN_BITS
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """joint_rad = sign * (servo_rad - offset_rad); servo_rad is 0 at tick 2048 (mode 3 centre)."""
+
+    sign: int = 1
+    offset_rad: float = 0.0
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    min_rad: float
+    max_rad: float
+    max_velocity_rad_s: float
+    current_a: float | None = None
+
+
+@dataclass(frozen=True)
+class PidGains:
+    """Raw position PID gains (control table units, 0..16383)."""
+
+    p: int
+    i: int = 0
+    d: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Servo-side motion profile; 0 means no limit (step to goal)."""
+
+    velocity_rad_s: float = 0.0
+    acceleration_rad_s2: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServoConfig:
+    name: str
+    id: int
+    model: str
+    operating_mode: int
+    calibration: Calibration
+    limits: JointLimits
+    pid: PidGains | None = None
+    profile: Profile | None = None
+
+    @property
+    def model_info(self) -> ServoModelInfo:
+        return SERVO_MODELS[self.model]
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The robot's camera: an OpenCV capture source and the frame size (px) and rate (frames/s)."""
+
+    source: int | str = 0
+    width: int = 128
+    height: int = 128
+    fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Twin settings: the MJCF camera served as the robot's camera; physics step (s, None = MJCF's)."""
+
+    camera: str | None = None
+    timestep_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    name: str
+    bus: BusConfig
+    servos: tuple[ServoConfig, ...]
+    model_xml: str | None = None
+    source: str | None = None  # path the config was loaded from, if any
+    camera: CameraConfig | None = None
+    sim: SimConfig | None = None
+
+    def servo(self, name: str) -> ServoConfig:
+        for s in self.servos:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(s.id for s in self.servos)
+
+    def with_port(self, port: str) -> "RobotConfig":
+        """A copy with another serial port (the twin overrides the port)."""
+        return replace(self, bus=replace(self.bus, port=port))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers. Each takes the key path so errors can name it.
+
+
+def _fail(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{path}: invalid value {value!r}; allowed: {allowed}")
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(path, value, "a mapping (key: value)")
+    return value
+
+
+def _check_keys(m: Mapping[str, Any], path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    allowed = required + optional
+    for k in m:
+        if k not in allowed:
+            where = f"{path}.{k}" if path else str(k)
+            raise ConfigError(f"{where}: unknown key {k!r}; allowed keys: {', '.join(allowed)}")
+    for k in required:
+        if k not in m:
+            where = f"{path}.{k}" if path else k
+            raise ConfigError(f"{where}: missing required key; required keys: {', '.join(required)}")
+
+
+def _int(value: Any, path: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, value, f"an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise _fail(path, value, f"an integer in [{lo}, {hi}]")
+    return value
+
+
+def _float(value: Any, path: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False) -> float:
+    rng = f"a number in {'(' if lo_open else '['}{lo}, {hi}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, value, rng)
+    v = float(value)
+    if math.isnan(v) or v < lo or v > hi or (lo_open and v == lo):
+        raise _fail(path, value, rng)
+    return v
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, value, "a non-empty string")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Section parsers.
+
+
+def _parse_shutdown(value: Any, path: str) -> int:
+    names = ", ".join(SHUTDOWN_BITS)
+    if isinstance(value, int) and not isinstance(value, bool):
+        mask = sum(SHUTDOWN_BITS.values())
+        if value < 0 or value & ~mask:
+            raise _fail(path, value, f"a bit mask of {mask:#04x} ({names}) or a list of those names")
+        return value
+    if isinstance(value, list):
+        bits = 0
+        for i, name in enumerate(value):
+            if name not in SHUTDOWN_BITS:
+                raise _fail(f"{path}[{i}]", name, names)
+            bits |= SHUTDOWN_BITS[name]
+        return bits
+    raise _fail(path, value, f"a list of names ({names}) or an integer bit mask")
+
+
+def _parse_bus(value: Any, path: str = "bus") -> BusConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, ("port", "baud"), ("return_delay_us", "watchdog_ms", "shutdown"))
+    port = _str(m["port"], f"{path}.port")
+    baud = m["baud"]
+    if isinstance(baud, bool) or baud not in BAUD_RATES:
+        raise _fail(f"{path}.baud", baud, ", ".join(str(b) for b in BAUD_RATES))
+    rd = _int(m.get("return_delay_us", 0), f"{path}.return_delay_us", 0, 508)
+    if rd % 2:
+        raise _fail(f"{path}.return_delay_us", rd, "an even number of microseconds in [0, 508] (2 us units)")
+    wd = _int(m.get("watchdog_ms", 0), f"{path}.watchdog_ms", 0, 2540)
+    if wd % 20:
+        raise _fail(f"{path}.watchdog_ms", wd, "0 (off) or a multiple of 20 ms up to 2540")
+    sd = _parse_shutdown(m.get("shutdown", _DEFAULT_SHUTDOWN), f"{path}.shutdown")
+    return BusConfig(port=port, baud=int(baud), return_delay_us=rd, watchdog_ms=wd, shutdown=sd)
+
+
+def _parse_servo(value: Any, path: str) -> ServoConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, ("name", "id", "model", "limits"), ("operating_mode", "calibration", "pid", "profile"))
+    name = _str(m["name"], f"{path}.name")
+    sid = _int(m["id"], f"{path}.id", 0, 252)
+    model = m["model"]
+    if model not in SERVO_MODELS:
+        raise _fail(f"{path}.model", model, ", ".join(SERVO_MODELS))
+    info = SERVO_MODELS[model]
+    mode = m.get("operating_mode", 3)
+    if isinstance(mode, bool) or mode not in OPERATING_MODES:
+        raise _fail(f"{path}.operating_mode", mode, ", ".join(f"{k} ({v})" for k, v in OPERATING_MODES.items()))
+
+    cal_m = _mapping(m.get("calibration", {}), f"{path}.calibration")
+    _check_keys(cal_m, f"{path}.calibration", (), ("sign", "offset_rad"))
+    sign = cal_m.get("sign", 1)
+    if isinstance(sign, bool) or sign not in (1, -1):
+        raise _fail(f"{path}.calibration.sign", sign, "1 or -1")
+    offset = _float(cal_m.get("offset_rad", 0.0), f"{path}.calibration.offset_rad", -2 * math.pi * 256, 2 * math.pi * 256)
+    cal = Calibration(sign=int(sign), offset_rad=offset)
+
+    lp = f"{path}.limits"
+    lim_m = _mapping(m["limits"], lp)
+    _check_keys(lim_m, lp, ("min_rad", "max_rad", "max_velocity_rad_s"), ("current_a",))
+    # Mode 3 works within one turn; modes 4/5 span +-256 turns.
+    span = math.pi if mode == 3 else 1_048_575 * 2 * math.pi / 4096
+    lo = _float(lim_m["min_rad"], f"{lp}.min_rad", -span, span)
+    hi = _float(lim_m["max_rad"], f"{lp}.max_rad", -span, span)
+    if not lo < hi:
+        raise ConfigError(f"{lp}: min_rad ({lo}) must be less than max_rad ({hi})")
+    vmax = info.velocity_limit_max * VELOCITY_UNIT_RAD_S
+    vel = _float(lim_m["max_velocity_rad_s"], f"{lp}.max_velocity_rad_s", 0.0, round(vmax, 3), lo_open=True)
+    cur: float | None = None
+    if "current_a" in lim_m:
+        if not info.has_current:
+            raise ConfigError(
+                f"{lp}.current_a: invalid value {lim_m['current_a']!r}; allowed: nothing — "
+                f"{model} has no current limit (remove the key)"
+            )
+        cmax = round(info.current_limit_max * info.current_unit_a, 3)
+        cur = _float(lim_m["current_a"], f"{lp}.current_a", 0.0, cmax, lo_open=True)
+    elif mode == 5 and info.has_current:
+        pass  # firmware default current limit applies
+    limits = JointLimits(min_rad=lo, max_rad=hi, max_velocity_rad_s=vel, current_a=cur)
+
+    pid = None
+    if m.get("pid") is not None:
+        pp = f"{path}.pid"
+        pm = _mapping(m["pid"], pp)
+        _check_keys(pm, pp, ("p",), ("i", "d"))
+        pid = PidGains(
+            p=_int(pm["p"], f"{pp}.p", 0, 16383),
+            i=_int(pm.get("i", 0), f"{pp}.i", 0, 16383),
+            d=_int(pm.get("d", 0), f"{pp}.d", 0, 16383),
+        )
+    profile = None
+    if m.get("profile") is not None:
+        pp = f"{path}.profile"
+        pm = _mapping(m["profile"], pp)
+        _check_keys(pm, pp, (), ("velocity_rad_s", "acceleration_rad_s2"))
+        profile = Profile(
+            velocity_rad_s=_float(pm.get("velocity_rad_s", 0.0), f"{pp}.velocity_rad_s", 0.0, round(vmax, 3)),
+            acceleration_rad_s2=_float(pm.get("acceleration_rad_s2", 0.0), f"{pp}.acceleration_rad_s2", 0.0, 1000.0),
+        )
+    return ServoConfig(
+        name=name, id=sid, model=str(model), operating_mode=int(mode), calibration=cal, limits=limits, pid=pid, profile=profile
+    )
+
+
+def _parse_servos(value: Any, path: str = "servos") -> tuple[ServoConfig, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(path, value, "a non-empty list of servo mappings")
+    servos = tuple(_parse_servo(v, f"{path}[{i}]") for i, v in enumerate(value))
+    seen_id: dict[int, int] = {}
+    seen_name: dict[str, int] = {}
+    for i, s in enumerate(servos):
+        if s.id in seen_id:
+            raise ConfigError(f"{path}[{i}].id: duplicate id {s.id} (also servos[{seen_id[s.id]}].id); ids must be unique")
+        if s.name in seen_name:
+            raise ConfigError(
+                f"{path}[{i}].name: duplicate name {s.name!r} (also servos[{seen_name[s.name]}].name); names must be unique"
+            )
+        seen_id[s.id] = i
+        seen_name[s.name] = i
+    return servos
+
+
+def _parse_camera(value: Any, path: str = "camera") -> CameraConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, (), ("source", "width", "height", "fps"))
+    src = m.get("source", 0)
+    if isinstance(src, bool) or not isinstance(src, (int, str)) or (isinstance(src, str) and not src.strip()):
+        raise _fail(f"{path}.source", src, "a camera index (int >= 0), a file path or a URL")
+    if isinstance(src, int) and src < 0:
+        raise _fail(f"{path}.source", src, "a camera index (int >= 0), a file path or a URL")
+    return CameraConfig(
+        source=src,
+        width=_int(m.get("width", 128), f"{path}.width", 16, 4096),
+        height=_int(m.get("height", 128), f"{path}.height", 16, 4096),
+        fps=_float(m.get("fps", 30.0), f"{path}.fps", 0.0, 240.0, lo_open=True),
+    )
+
+
+def _parse_sim(value: Any, path: str = "sim") -> SimConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, (), ("camera", "timestep_s"))
+    cam = m.get("camera")
+    ts = m.get("timestep_s")
+    return SimConfig(
+        camera=None if cam is None else _str(cam, f"{path}.camera"),
+        timestep_s=None if ts is None else _float(ts, f"{path}.timestep_s", 0.0, 0.05, lo_open=True),
+    )
+
+
+# Top-level sections: key -> (required, parser). Later issues register camera, rates, safety, reset.
+_SECTIONS: dict[str, tuple[bool, Callable[[Any, str], Any]]] = {
+    "name": (True, lambda v, p: _str(v, p)),
+    "model_xml": (False, lambda v, p: None if v is None else _str(v, p)),
+    "bus": (True, _parse_bus),
+    "servos": (True, _parse_servos),
+    "camera": (False, _parse_camera),
+    "sim": (False, _parse_sim),
+}
+
+
+def parse_config(data: Any, source: str | None = None) -> RobotConfig:
+    """Validate an already-loaded YAML document (a mapping) into a RobotConfig."""
+    m = _mapping(data, "<top level>")
+    required = tuple(k for k, (req, _) in _SECTIONS.items() if req)
+    optional = tuple(k for k, (req, _) in _SECTIONS.items() if not req)
+    _check_keys(m, "", required, optional)
+    parsed = {k: parser(m[k], k) for k, (_, parser) in _SECTIONS.items() if k in m}
+    return RobotConfig(
+        name=parsed["name"],
+        bus=parsed["bus"],
+        servos=parsed["servos"],
+        model_xml=parsed.get("model_xml"),
+        source=source,
+        camera=parsed.get("camera"),
+        sim=parsed.get("sim"),
+    )
+
+
+def load_config(path: str | Path) -> RobotConfig:
+    """Load and validate a hardware config YAML file; raises ConfigError (or FileNotFoundError)."""
+    p = Path(path)
+    text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    try:
+        return parse_config(data, source=str(p))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None

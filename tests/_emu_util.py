@@ -1,0 +1,71 @@
+"""Helpers for the emulator tests: a raw Protocol 2.0 host on pyserial (no SDK), packet builders."""
+
+from __future__ import annotations
+
+import time
+
+import serial
+
+from sim.dxl import protocol as P
+
+
+class RawHost:
+    """Talks bytes to the emulator's pty, reading whole status packets by their LEN field."""
+
+    def __init__(self, port: str, baud: int = 1_000_000) -> None:
+        self.ser = serial.Serial(port, baud, timeout=0)
+        self._buf = b""
+
+    def close(self) -> None:
+        self.ser.close()
+
+    def send(self, data: bytes) -> None:
+        self.ser.reset_input_buffer()
+        self._buf = b""
+        self.ser.write(data)
+
+    def recv_raw(self, timeout: float = 0.1) -> bytes | None:
+        """One status packet as on the wire (stuffed), or None on timeout."""
+        buf = self._buf
+        deadline = time.monotonic() + timeout
+        while True:
+            buf += self.ser.read(4096)
+            i = buf.find(P.HEADER)
+            if i >= 0 and len(buf) >= i + 7:
+                total = 7 + (buf[i + 5] | buf[i + 6] << 8)
+                if len(buf) >= i + total:
+                    self._buf = buf[i + total :]
+                    return buf[i : i + total]
+            if time.monotonic() > deadline:
+                self._buf = buf
+                return None
+            time.sleep(0.0002)
+
+    def recv(self, timeout: float = 0.1) -> tuple[int, int, bytes] | None:
+        raw = self.recv_raw(timeout)
+        return None if raw is None else P.parse_status(raw)
+
+    def txrx(self, dxl_id: int, inst: int, params: bytes = b"", timeout: float = 0.1) -> tuple[int, int, bytes] | None:
+        self.send(P.build_instruction(dxl_id, inst, params))
+        return self.recv(timeout)
+
+    def read(self, dxl_id: int, addr: int, length: int) -> tuple[int, bytes]:
+        r = self.txrx(dxl_id, P.INST_READ, P.u16(addr) + P.u16(length))
+        assert r is not None, "no reply"
+        return r[1], r[2]
+
+    def write(self, dxl_id: int, addr: int, value: int, size: int) -> int:
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        r = self.txrx(dxl_id, P.INST_WRITE, P.u16(addr) + data)
+        assert r is not None, "no reply"
+        return r[1]
+
+    def read_int(self, dxl_id: int, addr: int, size: int, signed: bool = True) -> int:
+        err, data = self.read(dxl_id, addr, size)
+        assert err & 0x7F == 0, f"error {err:#x}"
+        return int.from_bytes(data, "little", signed=signed)
+
+
+def h(s: str) -> bytes:
+    """Bytes from an e-manual style hex listing: '0xFF 0xFF 0xFD ...' or 'FF FF FD'."""
+    return bytes(int(x, 16) for x in s.replace(",", " ").split())
