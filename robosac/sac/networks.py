@@ -20,7 +20,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
+        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -40,7 +40,7 @@ class PixelEncoder(nn.Module):
         c, h, w = chw
         layers: list[nn.Module] = []
         for out, stride in zip(channels, (2, 2, 1)):
-            layers += [nn.Conv2d(c, out, 3, stride=stride), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, 3, stride=stride), nn.ReLU(inplace=True)]
             c = out
         self.convs = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
@@ -90,17 +90,19 @@ class Actor(nn.Module):
         return mean, log_std
 
     def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample a = tanh(u), u ~ N(mean, std); returns a (B, A) and log pi(a) (B,)."""
+        """Reparameterised sample a = tanh(u), u ~ N(mean, std); returns a (B, A) and log pi(a) (B,).
+
+        log pi(a) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with
+        log N = -noise^2/2 - log std - log(2 pi)/2 (noise = (u - mean)/std) and
+        log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), which stays finite where
+        1 - tanh(u)^2 underflows to 0. Constants are summed once, outside the per-element terms.
+        """
         mean, log_std = self(feat)
-        std = log_std.exp()
         noise = torch.randn_like(mean)
-        u = mean + std * noise
-        # log N(u; mean, std) with (u - mean) / std = noise, summed over action dims.
-        gauss_logp = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        # Change of variables through tanh: log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)),
-        # which stays finite where 1 - tanh(u)^2 underflows to 0.
-        squash = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return torch.tanh(u), gauss_logp - squash
+        u = mean + log_std.exp() * noise
+        per_dim = 2.0 * (u + F.softplus(-2.0 * u)) - 0.5 * noise.pow(2) - log_std
+        const = mean.shape[-1] * (0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0))
+        return torch.tanh(u), per_dim.sum(-1) - const
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(mean), (B, A)."""
@@ -139,5 +141,5 @@ class TwinCritic(nn.Module):
             w, b = (layer.weight.detach(), layer.bias.detach()) if frozen else (layer.weight, layer.bias)
             x = torch.baddbmm(b, x, w)
             if i < last:
-                x = F.relu(x)
+                x = F.relu_(x)  # in place: baddbmm needs not its output for backward
         return x.squeeze(-1)

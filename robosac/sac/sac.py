@@ -119,7 +119,7 @@ class SAC:
         """One env observation -> canonical batch of 1 on the agent's device."""
         return {k: torch.from_numpy(v).unsqueeze(0).to(self.device) for k, v in canonical_obs(obs, self.spec).items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         """Action (A,) in env units for one observation as the env emits it."""
         feat = self.encoder(self.obs_to_torch(obs))
@@ -146,7 +146,7 @@ class SAC:
         alpha = self.log_alpha.detach().exp()
 
         # 1. Critic: y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s')).
-        with torch.no_grad():
+        with torch.inference_mode():
             next_action, next_logp = self.actor.sample(self.encoder(next_obs))
             target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
             y = reward + cfg.gamma * not_done * (target_q - alpha * next_logp)
