@@ -6,7 +6,7 @@ export MUJOCO_GL ?= egl
 
 demo:
 	bash tools/setup_venv.sh test
-	$(VENV)/bin/robosac train Pendulum-v1 --steps 10000 --seed 0 --out runs/demo
+	$(VENV)/bin/robosac train Pendulum-v1 --steps 10000 --seed 0 --lr 1e-3 --out runs/demo
 
 test:
 	bash tools/setup_venv.sh test

@@ -17,22 +17,28 @@ from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig
 
 STATE_DIM, ACT_DIM = 24, 9  # a 9-servo claw: joint angles, velocities, valve features
-# The image path as robosac's envs emit it: 64x64 RGB, 3 stacked frames (see BENCHMARKS.md for why).
-IMAGE_SIZE, FRAME_STACK = 64, 3
+# The chosen image setting: one 64x64 RGB frame. Proprioception already carries joint velocities,
+# and the camera's job (valve angle, torso pose) is visible in one frame; a 3-frame stack triples
+# the first conv's cost (figures for both in BENCHMARKS.md).
+IMAGE_SIZE, FRAME_STACK = 64, 1
 
 
-def _spaces(pixels: bool) -> tuple[spaces.Space, spaces.Box]:
+def _spaces(image: tuple[int, int] | None) -> tuple[spaces.Space, spaces.Box]:
+    """State (24,) and action (9,) boxes, plus a (K, 3, S, S) uint8 image for ``image=(S, K)``."""
     state = spaces.Box(-1.0, 1.0, (STATE_DIM,), np.float32)
     act = spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
-    if not pixels:
+    if image is None:
         return state, act
-    img = spaces.Box(0, 255, (FRAME_STACK, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    size, stack = image
+    img = spaces.Box(0, 255, (stack, 3, size, size), np.uint8)
     return spaces.Dict({"state": state, "pixels": img}), act
 
 
-def updates_per_second(pixels: bool, batch_size: int, seconds: float, seed: int = 0) -> float:
-    """Time ``SAC.update`` (sampling included) for ``seconds`` after a warm-up; updates/s."""
-    obs_space, act_space = _spaces(pixels)
+def updates_per_second(image: tuple[int, int] | None, batch_size: int, seconds: float, seed: int = 0) -> float:
+    """Time ``SAC.update`` (sampling included) for ``seconds`` after a warm-up; updates/s.
+
+    ``image``: None for state only, else (size px, frames stacked)."""
+    obs_space, act_space = _spaces(image)
     obs_space.seed(seed)
     agent = SAC(obs_space, act_space, SACConfig(), seed=seed)
     replay = Replay(agent.spec, ACT_DIM, 2_000, seed=seed)
@@ -53,8 +59,8 @@ def bench_learner(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     return {
-        "state_updates_per_s": updates_per_second(False, 256, args.seconds),
-        "pixel_updates_per_s": updates_per_second(True, 128, args.seconds),
+        "state_updates_per_s": updates_per_second(None, 256, args.seconds),
+        "pixel_updates_per_s": updates_per_second((IMAGE_SIZE, FRAME_STACK), 128, args.seconds),
         "settings": {
             "state": {"obs": STATE_DIM, "act": ACT_DIM, "hidden": list(SACConfig().hidden), "batch": 256},
             "pixels": {
