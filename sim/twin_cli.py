@@ -1,9 +1,14 @@
-"""`robosac twin CONFIG --physics none`: run the emulated servo chain described by a hardware config.
+"""`robosac twin CONFIG`: run the robot's twin: the emulated servo chain described by a hardware
+config, moved by MuJoCo physics in real time, with the robot's camera served over HTTP.
 
-Prints ``serial: <path>`` (a stable symlink to the pty; open it with the SDK at the config's baud)
-and ``control: <socket>`` (for `robosac fault`), flushes, and runs until SIGINT/SIGTERM, then
-stops cleanly with exit status 0. ``--physics`` accepts only ``none`` for now (each servo tracks
-its goal as a rate-limited first-order system); the MuJoCo twin adds ``mujoco``.
+Prints ``serial: <path>`` (a stable symlink to the pty; open it with the SDK at the config's baud),
+``control: <socket>`` (for `robosac fault`) and, with ``--physics mujoco`` (the default),
+``camera: <url>`` for each served camera (open it with cv2.VideoCapture) and ``state: <url>`` (the
+simulator's ground truth as JSON). Runs until SIGINT/SIGTERM, then stops cleanly with exit status 0.
+The real-time factor and physics overruns are reported on stderr every --report-s seconds and at
+exit (``twin stats: {json}``).
+
+``--physics none``: no simulator; each servo tracks its goal as a rate-limited first-order system.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import signal
 import sys
 import threading
 
-PHYSICS_CHOICES = ("none",)
+PHYSICS_CHOICES = ("mujoco", "none")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="hardware config YAML (e.g. hardware_configs/claw.yaml)")
-    p.add_argument("--physics", default="none", help="what moves the joints: none (default; mujoco comes later)")
+    p.add_argument("--physics", default="mujoco", help="what moves the joints: mujoco (default: the MJCF model in real time) or none (first-order joints, no camera)")
+    p.add_argument("--camera", action="append", default=None, metavar="NAME", help="MJCF camera to serve (repeatable; default: the config's sim.camera)")
+    p.add_argument("--camera-size", default=None, metavar="WxH", help="frame size in px (default: the config's camera width x height, else 128x128)")
+    p.add_argument("--camera-fps", type=float, default=None, help="frames per second (default: the config's camera fps, else 30)")
+    p.add_argument("--http-port", type=int, default=0, help="port for the camera server on 127.0.0.1 (default 0: any free port)")
+    p.add_argument("--report-s", type=float, default=5.0, help="print the real-time factor and overruns every this many seconds (0 = only at exit)")
     p.add_argument("--firmware", type=int, default=46, help="firmware version every servo reports (default 46; <45 has no fast sync read)")
     p.add_argument("--pace", action="store_true", help="sleep bytes*10/baud per packet so wire time is realistic")
     p.add_argument("--usb-latency-ms", type=float, default=0.0, help="model a USB adapter's latency timer (FTDI default 16; 0 = off)")
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as e:
         print(f"robosac twin: {e}", file=sys.stderr)
         return 2
+    if args.physics == "mujoco":
+        return _run_mujoco(args, cfg)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -72,3 +84,106 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, h)
     print("robosac twin: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _run_mujoco(args: argparse.Namespace, cfg) -> int:
+    """The MuJoCo twin: physics thread + servo chain bound to it + camera streamer(s) + HTTP."""
+    import os
+
+    # Headless rendering; Mesa's software rasteriser on one thread, so rendering a camera never
+    # takes every core from the physics clock and the serial emulator (set before mujoco loads).
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    # Hand the GIL over every 0.5 ms (default 5 ms): the emulator thread must answer a status
+    # packet well inside the SDK's timeout while the physics and camera threads are busy.
+    sys.setswitchinterval(0.0005)
+    import json
+    import time
+
+    from sim.camera_server import CameraStreamer, MjpegServer
+    from sim.dxl import ServoChain
+    from sim.mujoco_sim import MujocoSim
+    from sim.realtime import RealtimeTwin
+
+    try:
+        # Servos power up with torque off: the robot starts limp, as on the bench.
+        sim = MujocoSim(cfg, torque=False)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"robosac twin: {e}", file=sys.stderr)
+        return 2
+    cams = args.camera or ([cfg.sim.camera] if cfg.sim and cfg.sim.camera else [])
+    if args.camera_size:
+        try:
+            w, h = (int(x) for x in args.camera_size.lower().split("x"))
+        except ValueError:
+            print(f"robosac twin: --camera-size {args.camera_size!r}: expected WxH, e.g. 128x128", file=sys.stderr)
+            return 2
+    else:
+        w, h = (cfg.camera.width, cfg.camera.height) if cfg.camera else (128, 128)
+    fps = args.camera_fps or (cfg.camera.fps if cfg.camera else 30.0)
+    for c in cams:
+        try:
+            sim.model.camera(c)
+        except KeyError:
+            names = [sim.model.camera(i).name for i in range(sim.model.ncam)]
+            print(f"robosac twin: camera {c!r} is not in {sim.model_path}; cameras: {', '.join(names)}", file=sys.stderr)
+            return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    twin = RealtimeTwin(sim)
+    chain = ServoChain.from_config(
+        cfg, joints=twin.joint_models(), firmware=args.firmware, pace=args.pace, usb_latency_ms=args.usb_latency_ms, link=args.link
+    )
+    server = MjpegServer(port=args.http_port, state=lambda: {**twin.ground_truth(), "cameras": {s.camera: s.stats().as_dict() for s in streamers}})
+    streamers = [CameraStreamer(sim, twin.lock, c, w, h, fps, server.add_stream(c)) for c in cams]
+    started: list = []
+    try:
+        # Renderers first (GL start-up takes a while), then the clock, so start-up is no overrun.
+        for st in streamers:
+            st.start()
+            started.append(st)
+        server.start()
+        path = chain.start()
+        twin.start()
+        print(f"serial: {path}", flush=True)
+        print(f"control: {chain.control_path}", flush=True)
+        print(f"servos: {' '.join(str(i) for i in chain.ids())} at {cfg.bus.baud} bps", flush=True)
+        for c in cams:
+            print(f"camera: {server.url(c)}", flush=True)
+        print(f"state: {server.state_url()}", flush=True)
+        next_report = time.monotonic() + args.report_s if args.report_s > 0 else float("inf")
+        while not stop.wait(0.2):
+            if time.monotonic() >= next_report:
+                next_report += args.report_s
+                print(_report(twin.stats(window=True), streamers), file=sys.stderr, flush=True)
+        # Figures as of the stop request: tearing down is not the physics clock's fault.
+        final_clock = twin.stats()
+        final_cams = {s.camera: s.stats().as_dict() for s in streamers}
+    finally:
+        chain.stop()
+        for st in started:
+            st.stop()
+        server.stop()
+        twin.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    final = {"clock": final_clock.as_dict(), "cameras": final_cams}
+    print(_report(final_clock, streamers), file=sys.stderr)
+    print(f"twin stats: {json.dumps(final)}", file=sys.stderr, flush=True)
+    sim.close()
+    print("robosac twin: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _report(st, streamers) -> str:
+    cams = "; ".join(f"camera {s.camera} {s.stats().fps:.1f} fps, {s.stats().late} late" for s in streamers)
+    return (
+        f"twin: real-time factor {st.rtf:.4f} (last window {st.rtf_recent:.4f}); sim {st.sim_time_s:.1f} s / wall "
+        f"{st.wall_time_s:.1f} s; overruns {st.overruns}, dropped {st.dropped_s:.3f} s, worst lag {1000 * st.max_lag_s:.1f} ms"
+        + (f"; {cams}" if cams else "")
+    )

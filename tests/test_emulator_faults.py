@@ -183,9 +183,9 @@ def test_twin_cli_serves_config_and_stops_on_sigterm() -> None:
 
 
 def test_twin_cli_rejects_unknown_physics() -> None:
-    proc = _robosac("twin", "hardware_configs/claw.yaml", "--physics", "mujoco")
+    proc = _robosac("twin", "hardware_configs/claw.yaml", "--physics", "bullet")
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2 and "none" in err
+    assert proc.returncode == 2 and "mujoco" in err and "none" in err
 
 
 def test_persistent_hardware_error_survives_reboot(chain, sdk) -> None:
