@@ -57,9 +57,9 @@ def _servo(chain: ServoChain, sid: int, name: str) -> int:
 
 def _settle(bus: ServoBus, q: np.ndarray, seconds: float = 0.4):
     t_end = time.monotonic() + seconds
-    st = bus.cycle(q)
+    bus.cycle(q)
     while time.monotonic() < t_end:
-        st = bus.cycle(q)
+        bus.cycle(q)
         time.sleep(0.002)
     return bus.read_state()
 

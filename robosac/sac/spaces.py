@@ -53,10 +53,6 @@ class ObsSpec:
     state_dim: int
     image: ImageLayout | None
 
-    @property
-    def is_dict(self) -> bool:
-        return any(k is not None for k in self.state_keys) or (self.image is not None and self.image.key is not None)
-
 
 def _image_layout(space: spaces.Box, key: str | None, where: str) -> ImageLayout:
     shape = tuple(space.shape)
