@@ -1,5 +1,36 @@
-"""Shared test set-up: headless MuJoCo rendering through EGL (set before anything imports mujoco)."""
+"""Shared test set-up: headless MuJoCo rendering through EGL (set before anything imports mujoco),
+and the claw's servo chain emulated on a pty with a configured bus on it."""
 
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from robosac.config import load_config  # noqa: E402
+from robosac.hal import ServoBus  # noqa: E402
+from sim.dxl import ServoChain  # noqa: E402
+
+CLAW = Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml"
+
+
+@pytest.fixture
+def claw():
+    """(config, running chain, open+configured bus with torque on) for hardware_configs/claw.yaml.
+
+    The reply-timeout margin is 20 ms: the emulator shares 2 busy cores with pytest, so the 2 ms
+    default (right for real servos) would add spurious retries and make exact counter checks flaky.
+    """
+    cfg = load_config(CLAW)
+    chain = ServoChain.from_config(cfg)
+    path = chain.start()
+    bus = ServoBus.from_config(cfg, port=path, reopen_backoff_s=0.02, reopen_attempts=4, margin_ms=20.0).open()
+    try:
+        bus.configure()
+        bus.enable_torque()
+        yield cfg, chain, bus
+    finally:
+        bus.close()
+        chain.stop()

@@ -34,22 +34,6 @@ CLAW = ROOT / "hardware_configs" / "claw.yaml"
 MARGIN = dict(margin_ms=20.0)
 
 
-@pytest.fixture
-def claw():
-    """(config, running chain, open+configured bus with torque on)."""
-    cfg = load_config(CLAW)
-    chain = ServoChain.from_config(cfg)
-    path = chain.start()
-    bus = ServoBus.from_config(cfg, port=path, reopen_backoff_s=0.02, reopen_attempts=4, **MARGIN).open()
-    try:
-        bus.configure()
-        bus.enable_torque()
-        yield cfg, chain, bus
-    finally:
-        bus.close()
-        chain.stop()
-
-
 def _servo(chain: ServoChain, sid: int, name: str) -> int:
     with chain.lock:
         return chain.servo(sid).get(name)

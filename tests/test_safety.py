@@ -296,19 +296,9 @@ def test_estop_real_sigterm_and_handlers_restored() -> None:
 
 
 @pytest.fixture
-def safe_claw():
-    cfg = load_config(CLAW)
-    chain = ServoChain.from_config(cfg)
-    path = chain.start()
-    bus = ServoBus.from_config(cfg, port=path, margin_ms=20.0).open()
-    try:
-        bus.configure()
-        bus.enable_torque()
-        monitor = SafetyMonitor(SafetyLimits.from_config(cfg), dt_s=DT)
-        yield cfg, chain, bus, SafeBus(bus, monitor)
-    finally:
-        bus.close()
-        chain.stop()
+def safe_claw(claw):
+    cfg, chain, bus = claw
+    yield cfg, chain, bus, SafeBus(bus, SafetyMonitor(SafetyLimits.from_config(cfg), dt_s=DT))
 
 
 def test_safebus_nan_never_reaches_servo(safe_claw) -> None:
