@@ -8,7 +8,14 @@ The twin prints ``serial: PATH`` and ``control: SOCKET``; pass either with --por
     robosac fault --port ... delay-replies 3 --seconds 0.2 --count 1
     robosac fault --port ... hw-error 3 overload          # or a number: 0x20; several: overload,overheating
     robosac fault --port ... silence 3 / unsilence 3
+    robosac fault --port ... jam 2 --seconds 1.0                # joint 2 held where it is for 1 s
+    robosac fault --port ... jam 2 / unjam 2                    # held until unjam (or clear)
     robosac fault --port ... unplug / replug / clear / status
+
+jam: the servo keeps answering but its joint does not move (a finger caught on something); Present
+Position shows it standing still, and with torque on the servo pushes against the jam (in the MuJoCo
+twin its current rises toward stall / Current Limit). It ends after --seconds (0 or none: until
+`unjam ID` or `clear`). `status` lists jammed servos under "jammed" ({id: seconds left or null}).
 """
 
 from __future__ import annotations
@@ -48,10 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, helptext in (("silence", "the servo stops hearing and answering"), ("unsilence", "undo silence")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("id", type=int)
+    q = sub.add_parser("jam", help="hold the servo's joint where it is (it ignores Goal Position; the servo still answers)")
+    q.add_argument("id", type=int)
+    q.add_argument("--seconds", type=float, default=None, help="the jam ends by itself after this long (default / 0: until unjam or clear)")
+    q = sub.add_parser("unjam", help="free a jammed joint")
+    q.add_argument("id", type=int)
     for name, helptext in (
         ("unplug", "close the pty: the port vanishes"),
         ("replug", "open a new pty behind the same port path"),
-        ("clear", "cancel pending packet faults, unsilence all"),
+        ("clear", "cancel pending packet faults, unsilence and unjam all"),
         ("status", "print byte/packet counters and fault counts as JSON"),
     ):
         sub.add_parser(name, help=helptext)
@@ -66,8 +78,10 @@ def _message(args: argparse.Namespace) -> dict:
         return {"cmd": "delay_replies", "id": args.id, "seconds": args.seconds, "n": args.count}
     if f == "hw-error":
         return {"cmd": "raise_hardware_error", "id": args.id, "bits": args.bits, "persistent": args.persistent}
-    if f in ("silence", "unsilence"):
+    if f in ("silence", "unsilence", "unjam"):
         return {"cmd": f, "id": args.id}
+    if f == "jam":
+        return {"cmd": "jam", "id": args.id, "seconds": args.seconds}
     return {"cmd": f}
 
 

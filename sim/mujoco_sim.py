@@ -9,6 +9,13 @@ Actuation follows sim/servo_model.py: a position actuator per servo (kp, torque 
 motor's back-EMF damping on the joint. Torque off zeroes the actuator and swaps the joint's damping
 for the limp gearbox value, so a limp joint (e.g. the valve) spins freely.
 
+Jam (a fault: a joint that cannot move): `jam(index, seconds)` clamps that joint's range in the
+MjModel to ±JAM_HALF_WIDTH_RAD around its position now, with a stiff limit constraint, so the joint
+is physically stopped there (an obstacle for its actuator and for anything pushing it; the reported
+position is the joint's real one). Its actuator keeps driving toward the target, so in torque-on
+modes the drive saturates against the jam (current up to stall / the current limit). The original
+range is restored by `unjam`, by `reset`, or by `step` once `seconds` of simulated time have passed.
+
 Threading: not thread-safe; one thread owns a MujocoSim (the real-time twin guards it with a lock).
 `render` uses an OpenGL context made current on the calling thread: call it from one thread only.
 """
@@ -31,9 +38,14 @@ from sim import assets  # noqa: E402
 from sim.randomization import DomainRandomization, Nominal, RandomizationSample, apply  # noqa: E402
 from sim.servo_model import LIMP_DAMPING, SERVO_FIGURES  # noqa: E402
 
-__all__ = ["MujocoSim", "SimState", "REPO_ROOT", "resolve_model_path"]
+__all__ = ["MujocoSim", "SimState", "REPO_ROOT", "resolve_model_path", "JAM_HALF_WIDTH_RAD"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+JAM_HALF_WIDTH_RAD = 1e-3  # a jammed joint's range: its position ± this
+# Limit constraint of a jammed joint: time constant = 2 steps (the stiffest MuJoCo allows stably)
+# and impedance near 1 (default solimp 0.9/0.95 lets a stalled finger sink ~0.014 rad; this ~0.001).
+_JAM_SOLIMP = (0.99, 0.999, 0.001, 0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,9 @@ class MujocoSim:
         self._vcap = np.full(self.n, np.inf)
         self._ref = np.zeros(self.n)
         self._history: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque()
+        self._jnt = np.array(jids, dtype=int)
+        self._jams: dict[int, float] = {}  # servo index -> sim time the jam ends (inf: until unjam)
+        self._jam_saved: dict[int, tuple[np.ndarray, int, np.ndarray, np.ndarray]] = {}
         self.latency_s = 0.0
         self.randomization = randomization or DomainRandomization()
         self.sample = self.randomize(seed)
@@ -159,7 +174,10 @@ class MujocoSim:
 
     def reset(self, keyframe: str | None = None, positions_rad: np.ndarray | None = None) -> None:
         """Reset the state: to `keyframe` (default "stand" if present), then optionally put the
-        servo joints at `positions_rad` (config order). Targets follow the joints (no jump)."""
+        servo joints at `positions_rad` (config order). Targets follow the joints (no jump).
+        Releases every jam (the joints are put somewhere else)."""
+        for i in list(self._jams):
+            self.unjam(i)
         m, d = self.model, self.data
         if keyframe is None and m.nkey and _has(m.key, "stand"):
             keyframe = "stand"
@@ -220,6 +238,38 @@ class MujocoSim:
         self._kp_scale[index] = scale
         self._apply_torque()
 
+    def jam(self, index: int, seconds: float | None = None) -> None:
+        """Jam servo `index`'s joint where it is now for `seconds` of simulated time (None or 0:
+        until `unjam`). Jamming a jammed joint keeps where it is held and replaces the duration."""
+        if seconds is not None and seconds < 0:
+            raise ValueError(f"jam seconds must be >= 0, got {seconds}")
+        m, j = self.model, int(self._jnt[index])
+        if index not in self._jam_saved:
+            self._jam_saved[index] = (m.jnt_range[j].copy(), int(m.jnt_limited[j]), m.jnt_solref[j].copy(), m.jnt_solimp[j].copy())
+            q = float(self.data.qpos[self._qadr[index]])
+            m.jnt_range[j] = (q - JAM_HALF_WIDTH_RAD, q + JAM_HALF_WIDTH_RAD)
+            m.jnt_limited[j] = 1
+            m.jnt_solref[j] = (2.0 * self.dt, 1.0)
+            m.jnt_solimp[j] = _JAM_SOLIMP
+        self._jams[index] = self.time + seconds if seconds else math.inf
+
+    def unjam(self, index: int) -> None:
+        """Release a jammed joint (restore its range); no-op if it is not jammed."""
+        self._jams.pop(index, None)
+        saved = self._jam_saved.pop(index, None)
+        if saved is not None:
+            m, j = self.model, int(self._jnt[index])
+            m.jnt_range[j], m.jnt_limited[j], m.jnt_solref[j], m.jnt_solimp[j] = saved
+
+    def jammed(self) -> dict[int, float | None]:
+        """{servo index: simulated seconds the jam still lasts (None: until unjam)}."""
+        return {i: (t - self.time if math.isfinite(t) else None) for i, t in self._jams.items()}
+
+    def _release_jams(self) -> None:
+        for i, t in list(self._jams.items()):
+            if self.data.time >= t - 1e-9:
+                self.unjam(i)
+
     def _apply_torque(self) -> None:
         m = self.model
         on = self._torque
@@ -235,7 +285,24 @@ class MujocoSim:
 
     # ------------------------------------------------------------------ stepping
     def step(self, n: int = 1) -> None:
-        """Advance n physics steps (n·dt seconds)."""
+        """Advance n physics steps (n·dt seconds). Timed jams end at the first step boundary at or
+        after their end time."""
+        n = int(n)
+        if not self._jams:
+            self._step(n)
+            return
+        while n > 0:
+            self._release_jams()
+            k = n
+            if self._jams:
+                left = min(self._jams.values()) - self.data.time
+                if math.isfinite(left):
+                    k = min(n, max(1, math.ceil(left / self.dt - 1e-6)))
+            self._step(k)
+            n -= k
+        self._release_jams()
+
+    def _step(self, n: int) -> None:
         m, d = self.model, self.data
         rate_limited = np.isfinite(self._vcap).any()
         if not rate_limited and self.latency_s <= 0.0:

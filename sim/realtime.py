@@ -7,7 +7,9 @@ Binding (sim/dxl/physics.py units at the servo horn ↔ the config's joint units
 Velocity and current change sign with `sign`. Goal Position → actuator target; Torque Enable →
 actuator on / limp joint; Position P Gain scales kp; the servo's speed cap (profile velocity /
 Velocity Limit) rate-limits the target; Goal Current / Current Limit clamps torque in mode 5 only
-(what the firmware does).
+(what the firmware does). `jam(on, seconds)` → `MujocoSim.jam` / `unjam` (the joint's range clamped
+around where it is; a timed jam ends after that much simulated time, which the physics thread keeps
+in step with the wall clock).
 
 Clock: the physics thread owes `wall elapsed − sim elapsed` seconds of simulation and steps until
 it has paid, then sleeps until the next step is due. Falling more than `overrun_s` behind starts an
@@ -91,6 +93,19 @@ class ServoJoint:
                 cur[i] = target.max_current_a
                 self._sim.set_current_limits(cur)
             self._sim.set_target(i, self.joint_from_horn(target.position_rad))
+
+    def jam(self, on: bool, seconds: float | None = None) -> None:
+        """Fault hook (see sim/dxl/physics.py): hold the joint where it is, or release it."""
+        with self._twin.lock:
+            if on:
+                self._sim.jam(self.index, seconds)
+            else:
+                self._sim.unjam(self.index)
+
+    @property
+    def jammed(self) -> bool:
+        with self._twin.lock:
+            return self.index in self._sim.jammed()
 
     def read(self) -> JointState:
         with self._twin.lock:
@@ -210,7 +225,8 @@ class RealtimeTwin:
         )
 
     def ground_truth(self) -> dict[str, Any]:
-        """The simulator's state for tests and operators (JSON-able): time, joints, torso, marker, valve."""
+        """The simulator's state for tests and operators (JSON-able): time, joints, torque, jammed
+        joints, torso, marker, valve."""
         s = self.sim
         with self.lock:
             st = s.read()
@@ -218,6 +234,8 @@ class RealtimeTwin:
                 "time_s": s.time,
                 "joints": dict(zip(s.joint_names, st.positions_rad.tolist())),
                 "torque": dict(zip(s.joint_names, s.torque.tolist())),
+                # Jammed joints (fault): {name: simulated seconds left, None = until unjammed}.
+                "jammed": {s.joint_names[i]: left for i, left in s.jammed().items()},
             }
             if s.has_valve:
                 out["valve_angle_rad"] = s.valve_angle()

@@ -220,6 +220,7 @@ class ServoChain:
                 "internal_errors": self.internal_errors,
                 "instructions": {f"0x{k:02X}": v for k, v in sorted(self.instructions.items())},
                 "faults_injected": dict(self.faults.injected),
+                "jammed": self.faults.jammed(),  # {id: seconds left, None = until cleared}
                 "serial": self._link,
                 "pty": self._pty_path,
             }

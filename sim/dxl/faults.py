@@ -11,7 +11,19 @@ Python (``chain.faults`` of a running `ServoChain`)::
     chain.faults.silence(id) / unsilence(id)     # servo neither hears nor answers (unplugged cable)
     chain.faults.unplug() / replug()             # close the pty (port vanishes) / open a new one behind
                                                  # the same stable symlink path
-    chain.faults.clear()                         # drop every pending packet fault and unsilence all
+    chain.faults.jam(id, seconds=None)           # the servo's joint is held where it is (a finger that
+    chain.faults.unjam(id)                       # cannot move) for `seconds` (None/0: until unjam/clear)
+    chain.faults.jammed()                        # {id: seconds left, None = until cleared}
+    chain.faults.clear()                         # drop every pending packet fault, unsilence and unjam all
+
+A jam is mechanical, not a bus fault: the servo keeps hearing and answering, Present Position is the
+joint's real (unmoving) position, Goal Position is accepted but not reached, and a reboot does not
+free it. The joint model does the holding (its optional ``jam(on, seconds)``, sim/dxl/physics.py):
+`FirstOrderJoint` stops integrating; the MuJoCo twin clamps the joint's range around its position,
+so the actuator pushes against a physical stop and its current rises toward stall / Current Limit
+(in mode 5 Goal Current caps it), as on a real servo. A timed jam ends by itself on the joint
+model's clock (the chain's clock; simulated time in the twin, which follows the wall clock);
+`jammed()` reports the nominal time left on the chain's clock.
 
 Counts are per servo and are consumed only by replies that servo would actually have sent. In a
 Fast Sync/Bulk Read the whole chain answers in one packet: a dropped or silent servo truncates it
@@ -70,6 +82,7 @@ class Faults:
         self._lock: threading.RLock = chain.lock
         self._per: dict[int, _ServoFaults] = {}
         self.injected: dict[str, int] = {}  # how many of each fault were applied to a reply
+        self._jams: dict[int, float] = {}  # id -> chain clock time the jam ends (inf: until unjam)
 
     def _f(self, dxl_id: int) -> _ServoFaults:
         if dxl_id not in self._chain.ids():
@@ -117,17 +130,61 @@ class Faults:
     def replug(self) -> str:
         return self._chain._replug()
 
+    def jam(self, dxl_id: int, seconds: float | None = None) -> None:
+        """Jam the servo's joint where it is now: it does not follow Goal Position for `seconds`
+        (None or 0: until `unjam`/`clear`); the servo keeps answering. Jamming a jammed servo
+        keeps it where it is and replaces the duration."""
+        if seconds is not None:
+            seconds = float(seconds)
+            if not seconds >= 0:
+                raise ValueError(f"jam seconds must be >= 0, got {seconds}")
+        with self._lock:
+            self._f(dxl_id)
+            servos = self._chain.servos_with_id(dxl_id)
+            for s in servos:
+                if not callable(getattr(s.joint, "jam", None)):
+                    raise ValueError(f"servo {dxl_id}'s joint model ({type(s.joint).__name__}) cannot be jammed")
+            for s in servos:
+                s.joint.jam(True, seconds or None)
+            self._jams[dxl_id] = self._chain._clock() + seconds if seconds else float("inf")
+
+    def unjam(self, dxl_id: int) -> None:
+        """Free a jammed servo's joint (no-op if it is not jammed)."""
+        with self._lock:
+            self._f(dxl_id)
+            for s in self._chain.servos_with_id(dxl_id):
+                if callable(getattr(s.joint, "jam", None)):
+                    s.joint.jam(False)
+            self._jams.pop(dxl_id, None)
+
+    def jammed(self) -> dict[int, float | None]:
+        """{id: seconds the jam still lasts, None = until unjam/clear} for every jammed servo."""
+        with self._lock:
+            now = self._chain._clock()
+            for i in [i for i, t in self._jams.items() if t <= now]:
+                del self._jams[i]
+            return {i: (t - now if t != float("inf") else None) for i, t in sorted(self._jams.items())}
+
     def clear(self) -> None:
-        """Cancel pending packet faults, unsilence every servo, forget persistent hardware errors
-        (errors already latched stay until the host reboots the servo)."""
+        """Cancel pending packet faults, unsilence and unjam every servo, forget persistent
+        hardware errors (errors already latched stay until the host reboots the servo)."""
         with self._lock:
             self._per.clear()
             for s in self._chain.servos:
                 s.persistent_error = 0
+                if callable(getattr(s.joint, "jam", None)):
+                    s.joint.jam(False)
+            self._jams.clear()
 
     def pending(self) -> dict[int, dict[str, Any]]:
+        """Per servo: pending packet faults, silence, and jam (`jammed`, `jam_left_s`: None = until
+        cleared)."""
         with self._lock:
-            return {k: vars(v).copy() for k, v in self._per.items()}
+            out = {k: {**vars(v), "jammed": False, "jam_left_s": None} for k, v in self._per.items()}
+            for i, left in self.jammed().items():
+                out.setdefault(i, {**vars(_ServoFaults()), "jammed": False, "jam_left_s": None})
+                out[i].update(jammed=True, jam_left_s=left)
+            return out
 
     # ---------------------------------------------------------------- used by the chain (lock held)
     def is_silent(self, dxl_id: int) -> bool:
@@ -172,6 +229,11 @@ class Faults:
                 self.silence(int(msg["id"]))
             elif cmd == "unsilence":
                 self.unsilence(int(msg["id"]))
+            elif cmd == "jam":
+                s = msg.get("seconds")
+                self.jam(int(msg["id"]), None if s is None else float(s))
+            elif cmd == "unjam":
+                self.unjam(int(msg["id"]))
             elif cmd == "unplug":
                 self.unplug()
             elif cmd == "replug":
@@ -194,6 +256,8 @@ COMMANDS = (
     "raise_hardware_error",
     "silence",
     "unsilence",
+    "jam",
+    "unjam",
     "unplug",
     "replug",
     "clear",

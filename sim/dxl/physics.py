@@ -11,6 +11,12 @@ The servo (servo.py) converts its control table into a target for the joint and 
 back into Present Position / Velocity / Current. With no physics attached every servo gets a
 `FirstOrderJoint`; the MuJoCo twin attaches its own joints through the same three methods.
 
+Optional fault hook: a joint model may also have ``jam(on: bool, seconds: float | None = None)``
+(`sim.dxl.faults.Faults.jam` checks for it with hasattr). While jammed the joint is physically held
+where it was when the jam began and does not follow its target; the servo keeps answering and reads
+the joint as usual. The jam ends by itself after `seconds` of the model's own clock (None or 0: until
+``jam(False)``). Jamming a jammed joint keeps its anchor and only replaces the duration.
+
 Threading: the emulator thread calls these methods with the chain's lock held, whenever a packet
 touches the servo (and from the watchdog timer). An implementation stepped by another thread (a
 physics loop) must guard its own state.
@@ -65,6 +71,10 @@ class FirstOrderJoint:
     Integrated exactly on wall-clock time whenever it is read, so no thread steps it. Current is a
     made-up but plausible figure: a holding term proportional to the position error plus a term
     proportional to speed, clamped to the current cap. Torque off: the joint stays where it is.
+
+    `jam(True, seconds)`: the joint stops where it is (velocity 0) until the jam ends; the current
+    is the same holding term on the (growing) error, so a servo pushing against the jam draws up to
+    its cap. When a timed jam ends the integration resumes from that instant, not from the read.
     """
 
     def __init__(self, position_rad: float = math.pi, tau_s: float = 0.03, clock=time.monotonic) -> None:
@@ -76,6 +86,7 @@ class FirstOrderJoint:
         self._torque = False
         self._target = JointTarget(position_rad=self._x, max_velocity_rad_s=5.0, max_current_a=None)
         self._t = clock()
+        self._jam_until: float | None = None  # clock time the jam ends (inf: until jam(False))
 
     def set_torque(self, on: bool) -> None:
         self._advance()
@@ -97,8 +108,31 @@ class FirstOrderJoint:
         self._advance()
         self._x = float(position_rad)
 
+    def jam(self, on: bool, seconds: float | None = None) -> None:
+        """Hold the joint where it is now (on) for `seconds` (None/0: until jam(False)), or release it."""
+        self._advance()
+        if not on:
+            self._jam_until = None
+            return
+        self._v = 0.0
+        self._jam_until = self._clock() + seconds if seconds else math.inf
+
+    @property
+    def jammed(self) -> bool:
+        self._advance()
+        return self._jam_until is not None
+
     def _advance(self) -> None:
         now = self._clock()
+        if self._jam_until is not None:
+            if now < self._jam_until:
+                self._t = now
+                self._v = 0.0
+                self._i = self._current(0.0) if self._torque else 0.0
+                return
+            # The jam ended between the last update and now: the joint was held until then.
+            self._t = max(self._t, self._jam_until)
+            self._jam_until = None
         dt = now - self._t
         self._t = now
         if dt <= 0 or not self._torque:
@@ -125,8 +159,12 @@ class FirstOrderJoint:
             self._v = new_err / self._tau
         if abs(self._v) < 1e-4:
             self._v = 0.0
-        # Current: holding effort on the error plus a speed term (A), clamped.
-        i = 0.5 * (tgt.position_rad - self._x) * tgt.position_p_gain / 800.0 + 0.05 * self._v
+        self._i = self._current(self._v)
+
+    def _current(self, v: float) -> float:
+        """Holding effort on the error plus a speed term (A), clamped to the current cap."""
+        tgt = self._target
+        i = 0.5 * (tgt.position_rad - self._x) * tgt.position_p_gain / 800.0 + 0.05 * v
         if tgt.max_current_a is not None:
             i = max(-tgt.max_current_a, min(tgt.max_current_a, i))
-        self._i = i
+        return i
