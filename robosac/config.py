@@ -36,9 +36,37 @@ Schema (units in the key names; angles in rad at the *joint*, i.e. after calibra
     sim:                            # optional: how the MuJoCo twin renders this robot
       camera: overhead              # MJCF camera the twin serves as the robot's camera
       timestep_s: 0.002             # physics step, s (default: the MJCF's own)
+    control:                        # optional: how an environment drives the robot
+      rate_hz: 10                   # env steps per second (0.5..1000)
+      episode_s: 8.0                # time limit of an episode, s
+      action_joints: [f0_top, ...]  # servos the policy moves (default: all)
+    safety:                         # optional: safety monitor thresholds (robosac.robots.safety)
+      max_speed_rad_s: 6.0          # cap on every joint's commanded speed (default: each servo's limit)
+      current_warn_fraction: 0.8    # of limits.current_a
+      current_stop_fraction: 1.0
+      temperature_warn_c: 65
+      temperature_stop_c: 72
+      tilt_limit_rad: 0.7           # |roll| or |pitch| that stops the robot (omit: no tilt check)
+      max_frame_age_s: 0.2          # a camera frame older than this is refused, s
+      current_stop_s: 0.5           # current at the stop level for this long stops the robot, s
+    reset:                          # optional: the robot's own reset routine
+      pose_rad: {f0_top: 0.0, ...}  # joint -> rad: the reset (and nominal action) pose
+      clear_pose_rad: {...}         # claw: fingers clear of the valve while it turns
+      tolerance_rad: 0.1            # a joint within this of its pose has reached it
+      timeout_s: 3.0                # time allowed to reach a pose, s
+      max_attempts: 3               # tries before a human is asked (hardware) or reset fails
+    tracker:                        # optional: ArUco marker tracking with the robot's camera
+      marker_id: 0
+      dictionary: DICT_4X4_50
+      marker_size_m: 0.1125         # side of the black square, m
+      plane_z_m: 0.29               # height of the marker above the floor when standing, m
+      camera_matrix: [[f, 0, cx], [0, f, cy], [0, 0, 1]]   # intrinsics at width x height, px
+      dist_coeffs: [0, 0, 0, 0, 0]  # OpenCV distortion (optional)
+      camera_position_m: [0, 0, 2.3]                      # camera centre in the world, m
+      camera_rotation: [[1, 0, 0], [0, -1, 0], [0, 0, -1]] # camera->world, OpenCV axes
 
-Later issues add top-level sections (camera, rates, safety, reset ...): add a parser to
-`_SECTIONS` and a field to `RobotConfig`. Unknown keys anywhere are errors listing allowed keys.
+To add a section: a parser in `_SECTIONS` and a field in `RobotConfig`. Unknown keys anywhere are
+errors listing allowed keys.
 """
 
 from __future__ import annotations
@@ -64,6 +92,10 @@ __all__ = [
     "ServoConfig",
     "CameraConfig",
     "SimConfig",
+    "ControlConfig",
+    "SafetyConfig",
+    "ResetConfig",
+    "TrackerConfig",
     "RobotConfig",
     "load_config",
     "parse_config",
@@ -189,6 +221,63 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """Env stepping: rate_hz (Hz), episode_s (s), action_joints (servo names the policy moves; None = all)."""
+
+    rate_hz: float = 10.0
+    episode_s: float = 10.0
+    action_joints: tuple[str, ...] | None = None
+
+    @property
+    def dt_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    @property
+    def max_steps(self) -> int:
+        return max(1, int(round(self.episode_s * self.rate_hz)))
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Safety monitor thresholds (see robosac.robots.safety for what each does and why the defaults)."""
+
+    max_speed_rad_s: float | None = None  # None: each servo's limits.max_velocity_rad_s
+    current_warn_fraction: float = 0.8
+    current_stop_fraction: float = 1.0
+    temperature_warn_c: float = 65.0
+    temperature_stop_c: float = 72.0
+    tilt_limit_rad: float | None = None
+    max_frame_age_s: float = 0.2
+    current_stop_s: float = 0.5  # |current| >= stop level for this long before it stops, s
+
+
+@dataclass(frozen=True)
+class ResetConfig:
+    """The robot's own reset: poses as {joint name: rad}; tolerance rad; timeout s; attempts."""
+
+    pose_rad: Mapping[str, float] | None = None
+    clear_pose_rad: Mapping[str, float] | None = None
+    tolerance_rad: float = 0.1
+    timeout_s: float = 3.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """ArUco tracking calibration. camera_matrix None = take it from the twin's model (sim only)."""
+
+    marker_id: int = 0
+    dictionary: str = "DICT_4X4_50"
+    marker_size_m: float | None = None
+    plane_z_m: float = 0.0
+    heading_offset_rad: float = 0.0
+    camera_matrix: tuple[tuple[float, ...], ...] | None = None
+    dist_coeffs: tuple[float, ...] | None = None
+    camera_position_m: tuple[float, ...] | None = None
+    camera_rotation: tuple[tuple[float, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     name: str
     bus: BusConfig
@@ -197,6 +286,10 @@ class RobotConfig:
     source: str | None = None  # path the config was loaded from, if any
     camera: CameraConfig | None = None
     sim: SimConfig | None = None
+    control: ControlConfig = ControlConfig()
+    safety: SafetyConfig = SafetyConfig()
+    reset: ResetConfig = ResetConfig()
+    tracker: TrackerConfig | None = None
 
     def servo(self, name: str) -> ServoConfig:
         for s in self.servos:
@@ -415,7 +508,140 @@ def _parse_sim(value: Any, path: str = "sim") -> SimConfig:
     )
 
 
-# Top-level sections: key -> (required, parser). Later issues register camera, rates, safety, reset.
+def _names(value: Any, path: str) -> tuple[str, ...]:
+    """A list of distinct names (checked against the servos in _check_joint_names)."""
+    if not isinstance(value, list) or not value:
+        raise _fail(path, value, "a non-empty list of servo names")
+    for i, v in enumerate(value):
+        _str(v, f"{path}[{i}]")
+    if len(set(value)) != len(value):
+        raise _fail(path, value, "servo names without repeats")
+    return tuple(value)
+
+
+def _parse_control(value: Any, path: str = "control") -> ControlConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, (), ("rate_hz", "episode_s", "action_joints"))
+    aj = m.get("action_joints")
+    return ControlConfig(
+        rate_hz=_float(m.get("rate_hz", 10.0), f"{path}.rate_hz", 0.5, 1000.0),
+        episode_s=_float(m.get("episode_s", 10.0), f"{path}.episode_s", 0.0, 86400.0, lo_open=True),
+        action_joints=None if aj is None else _names(aj, f"{path}.action_joints"),
+    )
+
+
+def _parse_safety(value: Any, path: str = "safety") -> SafetyConfig:
+    m = _mapping(value, path)
+    keys = ("max_speed_rad_s", "current_warn_fraction", "current_stop_fraction", "temperature_warn_c",
+            "temperature_stop_c", "tilt_limit_rad", "max_frame_age_s", "current_stop_s")
+    _check_keys(m, path, (), keys)
+    d = SafetyConfig()
+    ms = m.get("max_speed_rad_s")
+    tl = m.get("tilt_limit_rad")
+    stop_f = _float(m.get("current_stop_fraction", d.current_stop_fraction), f"{path}.current_stop_fraction", 0.0, 10.0, lo_open=True)
+    stop_c = _float(m.get("temperature_stop_c", d.temperature_stop_c), f"{path}.temperature_stop_c", 0.0, 100.0, lo_open=True)
+    return SafetyConfig(
+        max_speed_rad_s=None if ms is None else _float(ms, f"{path}.max_speed_rad_s", 0.0, 100.0, lo_open=True),
+        current_warn_fraction=_float(m.get("current_warn_fraction", d.current_warn_fraction), f"{path}.current_warn_fraction", 0.0, stop_f, lo_open=True),
+        current_stop_fraction=stop_f,
+        temperature_warn_c=_float(m.get("temperature_warn_c", d.temperature_warn_c), f"{path}.temperature_warn_c", 0.0, stop_c, lo_open=True),
+        temperature_stop_c=stop_c,
+        tilt_limit_rad=None if tl is None else _float(tl, f"{path}.tilt_limit_rad", 0.0, math.pi, lo_open=True),
+        max_frame_age_s=_float(m.get("max_frame_age_s", d.max_frame_age_s), f"{path}.max_frame_age_s", 0.0, 10.0, lo_open=True),
+        current_stop_s=_float(m.get("current_stop_s", d.current_stop_s), f"{path}.current_stop_s", 0.0, 60.0),
+    )
+
+
+def _pose(value: Any, path: str) -> dict[str, float]:
+    m = _mapping(value, path)
+    if not m:
+        raise _fail(path, value, "a non-empty mapping {servo name: angle in rad}")
+    return {str(k): _float(v, f"{path}.{k}", -1e4, 1e4) for k, v in m.items()}
+
+
+def _parse_reset(value: Any, path: str = "reset") -> ResetConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, (), ("pose_rad", "clear_pose_rad", "tolerance_rad", "timeout_s", "max_attempts"))
+    d = ResetConfig()
+    return ResetConfig(
+        pose_rad=None if m.get("pose_rad") is None else _pose(m["pose_rad"], f"{path}.pose_rad"),
+        clear_pose_rad=None if m.get("clear_pose_rad") is None else _pose(m["clear_pose_rad"], f"{path}.clear_pose_rad"),
+        tolerance_rad=_float(m.get("tolerance_rad", d.tolerance_rad), f"{path}.tolerance_rad", 0.0, 1.0, lo_open=True),
+        timeout_s=_float(m.get("timeout_s", d.timeout_s), f"{path}.timeout_s", 0.0, 600.0, lo_open=True),
+        max_attempts=_int(m.get("max_attempts", d.max_attempts), f"{path}.max_attempts", 1, 100),
+    )
+
+
+def _matrix(value: Any, path: str, rows: int, cols: int) -> tuple[tuple[float, ...], ...]:
+    shape = f"a {rows}x{cols} list of lists of numbers"
+    if not isinstance(value, list) or len(value) != rows:
+        raise _fail(path, value, shape)
+    out = []
+    for i, row in enumerate(value):
+        if not isinstance(row, list) or len(row) != cols:
+            raise _fail(f"{path}[{i}]", row, f"a list of {cols} numbers ({shape})")
+        out.append(tuple(_float(x, f"{path}[{i}][{j}]") for j, x in enumerate(row)))
+    return tuple(out)
+
+
+def _parse_tracker(value: Any, path: str = "tracker") -> TrackerConfig:
+    m = _mapping(value, path)
+    _check_keys(m, path, (), ("marker_id", "dictionary", "marker_size_m", "plane_z_m", "heading_offset_rad",
+                              "camera_matrix", "dist_coeffs", "camera_position_m", "camera_rotation"))
+    d = TrackerConfig()
+    dictionary = m.get("dictionary", d.dictionary)
+    if not isinstance(dictionary, str) or not dictionary.startswith("DICT_"):
+        raise _fail(f"{path}.dictionary", dictionary, "an OpenCV ArUco dictionary name such as DICT_4X4_50")
+    calib = ("camera_matrix", "camera_position_m", "camera_rotation")
+    given = [k for k in calib if m.get(k) is not None]
+    if given and len(given) != len(calib):
+        missing = [k for k in calib if k not in given]
+        raise ConfigError(f"{path}.{missing[0]}: missing; camera_matrix, camera_position_m and camera_rotation go together")
+    K = None if m.get("camera_matrix") is None else _matrix(m["camera_matrix"], f"{path}.camera_matrix", 3, 3)
+    R = None if m.get("camera_rotation") is None else _matrix(m["camera_rotation"], f"{path}.camera_rotation", 3, 3)
+    if R is not None:
+        import numpy as np
+
+        r = np.asarray(R)
+        if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+            raise _fail(f"{path}.camera_rotation", [list(x) for x in R], "a rotation matrix (orthonormal, det +1), camera->world, OpenCV axes")
+    pos = m.get("camera_position_m")
+    if pos is not None and (not isinstance(pos, list) or len(pos) != 3):
+        raise _fail(f"{path}.camera_position_m", pos, "a list of 3 numbers (m)")
+    dist = m.get("dist_coeffs")
+    if dist is not None and (not isinstance(dist, list) or len(dist) not in (4, 5, 8, 12, 14)):
+        raise _fail(f"{path}.dist_coeffs", dist, "a list of 4, 5, 8, 12 or 14 numbers (OpenCV order)")
+    size = m.get("marker_size_m")
+    return TrackerConfig(
+        marker_id=_int(m.get("marker_id", 0), f"{path}.marker_id", 0, 999),
+        dictionary=dictionary,
+        marker_size_m=None if size is None else _float(size, f"{path}.marker_size_m", 0.0, 2.0, lo_open=True),
+        plane_z_m=_float(m.get("plane_z_m", 0.0), f"{path}.plane_z_m", -10.0, 10.0),
+        heading_offset_rad=_float(m.get("heading_offset_rad", 0.0), f"{path}.heading_offset_rad", -2 * math.pi, 2 * math.pi),
+        camera_matrix=K,
+        dist_coeffs=None if dist is None else tuple(_float(x, f"{path}.dist_coeffs[{i}]") for i, x in enumerate(dist)),
+        camera_position_m=None if pos is None else tuple(_float(x, f"{path}.camera_position_m[{i}]") for i, x in enumerate(pos)),
+        camera_rotation=R,
+    )
+
+
+def _check_joint_names(cfg: RobotConfig) -> None:
+    names = tuple(s.name for s in cfg.servos)
+    if cfg.control.action_joints is not None:
+        for i, n in enumerate(cfg.control.action_joints):
+            if n not in names:
+                raise _fail(f"control.action_joints[{i}]", n, ", ".join(names))
+    for key in ("pose_rad", "clear_pose_rad"):
+        pose = getattr(cfg.reset, key)
+        for n, q in (pose or {}).items():
+            if n not in names:
+                raise _fail(f"reset.{key}.{n}", n, f"servo names: {', '.join(names)}")
+            lim = cfg.servo(n).limits
+            if not lim.min_rad <= q <= lim.max_rad:
+                raise _fail(f"reset.{key}.{n}", q, f"an angle within servos[{names.index(n)}].limits [{lim.min_rad}, {lim.max_rad}] rad")
+
+
+# Top-level sections: key -> (required, parser).
 _SECTIONS: dict[str, tuple[bool, Callable[[Any, str], Any]]] = {
     "name": (True, lambda v, p: _str(v, p)),
     "model_xml": (False, lambda v, p: None if v is None else _str(v, p)),
@@ -423,6 +649,10 @@ _SECTIONS: dict[str, tuple[bool, Callable[[Any, str], Any]]] = {
     "servos": (True, _parse_servos),
     "camera": (False, _parse_camera),
     "sim": (False, _parse_sim),
+    "control": (False, _parse_control),
+    "safety": (False, _parse_safety),
+    "reset": (False, _parse_reset),
+    "tracker": (False, _parse_tracker),
 }
 
 
@@ -433,7 +663,7 @@ def parse_config(data: Any, source: str | None = None) -> RobotConfig:
     optional = tuple(k for k, (req, _) in _SECTIONS.items() if not req)
     _check_keys(m, "", required, optional)
     parsed = {k: parser(m[k], k) for k, (_, parser) in _SECTIONS.items() if k in m}
-    return RobotConfig(
+    cfg = RobotConfig(
         name=parsed["name"],
         bus=parsed["bus"],
         servos=parsed["servos"],
@@ -441,7 +671,13 @@ def parse_config(data: Any, source: str | None = None) -> RobotConfig:
         source=source,
         camera=parsed.get("camera"),
         sim=parsed.get("sim"),
+        control=parsed.get("control", ControlConfig()),
+        safety=parsed.get("safety", SafetyConfig()),
+        reset=parsed.get("reset", ResetConfig()),
+        tracker=parsed.get("tracker"),
     )
+    _check_joint_names(cfg)
+    return cfg
 
 
 def load_config(path: str | Path) -> RobotConfig:

@@ -72,7 +72,8 @@ def _settle_time(sim: MujocoSim, idx: int, target: float, band: float, horizon_s
 
 @pytest.mark.parametrize("joint,step", [("f0_middle", 0.8), ("f1_top", 0.4), ("f2_bottom", -1.2), ("valve", 2.0)])
 def test_joint_follows_step_within_predicted_settle_time(claw: MujocoSim, joint: str, step: float) -> None:
-    claw.reset()
+    # Fingers bent outward (the claw's reset pose) so the valve's prongs pass under them.
+    claw.reset(positions_rad=np.array([0.0, 0.8, -0.8] * 3 + [0.0]) if joint == "valve" else None)
     claw.set_torque(True)
     claw.set_valve(0.0)
     idx = claw.joint_names.index(joint)
@@ -97,7 +98,7 @@ def test_joint_follows_step_within_predicted_settle_time(claw: MujocoSim, joint:
 
 
 def test_valve_spins_freely_when_limp_and_is_driven_when_on(claw: MujocoSim) -> None:
-    claw.reset()
+    claw.reset(positions_rad=np.array([0.0, 0.8, -0.8] * 3 + [0.0]))  # fingers clear of the prongs
     v = claw.joint_names.index("valve")
     claw.set_torque(False, index=v)
     claw.set_valve(0.0, velocity_rad_s=10.0)  # a flick by a finger

@@ -162,6 +162,10 @@ class SafetyLimits:
     temperature_stop_c: float = TEMPERATURE_STOP_C
     tilt_limit_rad: float | None = None
     stop_on_recovered_hardware_error: bool = False  # the bus rebooted a servo within its budget
+    # A current stop needs |current| >= current_stop_a for this long (s, by state stamps): a
+    # servo accelerating or pushing briefly draws stall-level current for tens of ms, which is
+    # normal; a stall held for longer heats the motor. 0 = stop on the first reading.
+    current_stop_s: float = 0.0
 
     def __post_init__(self) -> None:
         names = self.names
@@ -200,6 +204,10 @@ class SafetyLimits:
         set_("temperature_warn_c", _scalar("temperature_warn_c", self.temperature_warn_c, 0.0, self.temperature_stop_c))
         if self.tilt_limit_rad is not None:
             set_("tilt_limit_rad", _scalar("tilt_limit_rad", self.tilt_limit_rad, 0.0, math.pi))
+        cs = self.current_stop_s
+        if isinstance(cs, bool) or not isinstance(cs, (int, float, np.integer, np.floating)) or not 0.0 <= float(cs) <= 60.0:
+            raise _err("current_stop_s", cs, "a number in [0, 60] (s)")
+        set_("current_stop_s", float(cs))
         if not isinstance(self.stop_on_recovered_hardware_error, bool):
             raise _err("stop_on_recovered_hardware_error", self.stop_on_recovered_hardware_error, "True or False")
 
@@ -213,18 +221,33 @@ class SafetyLimits:
         robot_config: Any,
         *,
         max_speed_rad_s: float | Sequence[float] | None = None,
-        current_warn_fraction: float = CURRENT_WARN_FRACTION,
-        current_stop_fraction: float = CURRENT_STOP_FRACTION,
-        temperature_warn_c: float = TEMPERATURE_WARN_C,
-        temperature_stop_c: float = TEMPERATURE_STOP_C,
+        current_warn_fraction: float | None = None,
+        current_stop_fraction: float | None = None,
+        temperature_warn_c: float | None = None,
+        temperature_stop_c: float | None = None,
         tilt_limit_rad: float | None = None,
         stop_on_recovered_hardware_error: bool = False,
+        current_stop_s: float | None = None,
     ) -> "SafetyLimits":
         """Limits from a `RobotConfig`: joint min/max and speed (servos[i].limits.max_velocity_rad_s)
-        from the servo config; speed may be overridden (scalar or per joint, rad/s, only lower makes
-        sense). Current thresholds are fractions of limits.current_a (or the model's maximum
-        Current Limit when unset; none for models without current sensing). Temperatures and tilt
-        as given (defaults: TEMPERATURE_WARN_C / TEMPERATURE_STOP_C, no tilt check)."""
+        from the servo config; speed may be lowered (scalar or per joint, rad/s). Current thresholds
+        are fractions of limits.current_a (or the model's maximum Current Limit when unset; none for
+        models without current sensing). Every argument left None comes from the config's `safety:`
+        section when it has one, else the module defaults (TEMPERATURE_WARN_C / _STOP_C,
+        CURRENT_WARN_FRACTION / _STOP_FRACTION, no tilt check)."""
+        sc = getattr(robot_config, "safety", None)
+        if sc is not None:
+            max_speed_rad_s = sc.max_speed_rad_s if max_speed_rad_s is None else max_speed_rad_s
+            current_warn_fraction = sc.current_warn_fraction if current_warn_fraction is None else current_warn_fraction
+            current_stop_fraction = sc.current_stop_fraction if current_stop_fraction is None else current_stop_fraction
+            temperature_warn_c = sc.temperature_warn_c if temperature_warn_c is None else temperature_warn_c
+            temperature_stop_c = sc.temperature_stop_c if temperature_stop_c is None else temperature_stop_c
+            tilt_limit_rad = sc.tilt_limit_rad if tilt_limit_rad is None else tilt_limit_rad
+            current_stop_s = sc.current_stop_s if current_stop_s is None else current_stop_s
+        current_warn_fraction = CURRENT_WARN_FRACTION if current_warn_fraction is None else current_warn_fraction
+        current_stop_fraction = CURRENT_STOP_FRACTION if current_stop_fraction is None else current_stop_fraction
+        temperature_warn_c = TEMPERATURE_WARN_C if temperature_warn_c is None else temperature_warn_c
+        temperature_stop_c = TEMPERATURE_STOP_C if temperature_stop_c is None else temperature_stop_c
         servos = tuple(robot_config.servos)
         if not servos:
             raise _err("names", (), "a config with at least one servo")
@@ -236,7 +259,8 @@ class SafetyLimits:
         if max_speed_rad_s is None:
             speed: Any = [s.limits.max_velocity_rad_s for s in servos]
         elif isinstance(max_speed_rad_s, (int, float, np.integer, np.floating)) and not isinstance(max_speed_rad_s, bool):
-            speed = [max_speed_rad_s] * n
+            # A global cap lowers fast joints; it never raises a servo's own limit.
+            speed = [min(float(max_speed_rad_s), s.limits.max_velocity_rad_s) for s in servos]
         else:
             speed = max_speed_rad_s
         warn, stop = [], []
@@ -260,6 +284,7 @@ class SafetyLimits:
             temperature_stop_c=temperature_stop_c,
             tilt_limit_rad=tilt_limit_rad,
             stop_on_recovered_hardware_error=stop_on_recovered_hardware_error,
+            current_stop_s=0.0 if current_stop_s is None else current_stop_s,
         )
 
 
@@ -296,6 +321,8 @@ class SafetyMonitor:
         self._is = np.asarray(limits.current_stop_a, dtype=float)
         self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._last_goal: np.ndarray | None = None
+        self._over_since = np.full(limits.n, np.nan)  # stamp (s) since which |current| >= stop, per joint
+        self._checks = 0
         self.tripped = False
         self.reason: str | None = None
         self.stop_events: list[SafetyEvent] = []
@@ -344,6 +371,7 @@ class SafetyMonitor:
         self.reason = None
         self.stop_events = []
         self._last_goal = None
+        self._over_since[:] = np.nan
         self._signals_seen = set()
         self._counts["resets"] += 1
 
@@ -353,7 +381,12 @@ class SafetyMonitor:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def filter_command(self, q_goal: Sequence[float] | np.ndarray, q_now: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    def filter_command(
+        self,
+        q_goal: Sequence[float] | np.ndarray,
+        q_now: Sequence[float] | np.ndarray | None = None,
+        limp: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The goal (N,) rad that is safe to send now, or an exception; nothing else reaches a servo.
 
         - latched stop: SafetyStop (counted refused_commands);
@@ -361,7 +394,9 @@ class SafetyMonitor:
           so the servos keep holding their last goal;
         - clip to [min_rad, max_rad] (joint_limit_clips);
         - rate limit: at most max_speed_rad_s * dt_s away from the last returned goal, or from q_now
-          (the measured position, rad) on the first call after creation/reset (rate_limits)."""
+          (the measured position, rad) on the first call after creation/reset (rate_limits);
+        - limp: (N,) bool mask of joints whose torque is off: their goal is q_now (it moves nothing,
+          and the rate limiter restarts from where the joint is when its torque comes back)."""
         if self.tripped:
             self._counts["refused_commands"] += 1
             raise SafetyStop(self.reason or "safety stop", self.stop_events)
@@ -373,6 +408,13 @@ class SafetyMonitor:
             self._counts["nonfinite_commands"] += 1
             bad = [self.limits.names[i] for i in np.flatnonzero(~np.isfinite(q))]
             raise UnsafeCommandError(f"non-finite goal for joint(s) {bad}: {q.tolist()}; command not sent")
+        if limp is not None and np.any(limp):
+            if q_now is None:
+                raise ValueError("q_now (measured joint positions, rad) is required with limp joints")
+            limp = np.asarray(limp, dtype=bool).reshape(-1)
+            q = np.where(limp, np.asarray(q_now, dtype=float).reshape(-1), q)
+            if self._last_goal is not None:
+                self._last_goal = np.where(limp, q, self._last_goal)
         if self._last_goal is not None:
             ref = self._last_goal
         else:
@@ -414,7 +456,12 @@ class SafetyMonitor:
             if arr.shape[0] != L.n:
                 raise ValueError(f"state.{what}: expected {L.n} values, got {arr.shape[0]}")
         with np.errstate(invalid="ignore"):
-            i_stop = cur >= self._is  # NaN (no sensor / no check) compares False
+            i_over = cur >= self._is  # NaN (no sensor / no check) compares False
+            stamp = getattr(state, "stamp", None)
+            self._checks += 1
+            now = float(stamp) if stamp is not None else self._checks * self.dt_s
+            self._over_since = np.where(i_over, np.where(np.isnan(self._over_since), now, self._over_since), np.nan)
+            i_stop = i_over & (now - self._over_since >= L.current_stop_s - 1e-9)
             i_warn = (cur >= self._iw) & ~i_stop
             t_stop = temp >= L.temperature_stop_c
             t_warn = (temp >= L.temperature_warn_c) & ~t_stop

@@ -1,0 +1,91 @@
+"""ClawValveTurn: turn a free-spinning valve to a target angle with a three-finger claw (ROBEL D'Claw turn).
+
+State (31,): finger joint positions (9, rad), finger velocities (9, rad/s), cos and sin of the
+valve angle, valve velocity (rad/s), the last action (9), the signed angle error to the target
+(rad, wrapped to [-pi, pi)). Pixels: the valve camera.
+
+Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
+    target_dist_cost  -5 * |error|
+    pose_diff_cost    -1 * ||finger q - reset pose||
+    joint_vel_cost    -1 * ||finger velocities above 0.5 rad/s||
+    bonus_small       +10 when |error| < 0.25 rad
+    bonus_big         +50 when |error| < 0.10 rad
+success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at control.episode_s.
+
+Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
+    "fixed"   start 0, target pi/2 rad
+    "random"  start uniform in [-pi/3, pi/3], target uniform in [-pi, pi)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from robosac.envs.base import RobotEnv
+from robosac.robots.claw_reset import reset_claw, wrap_angle
+from robosac.robots.robot import RobotState
+
+__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD"]
+
+VARIANTS = ("fixed", "random")
+SUCCESS_RAD = 0.1
+FIXED_START_RAD = 0.0
+FIXED_TARGET_RAD = math.pi / 2
+JOINT_VEL_THRESHOLD_RAD_S = 0.5
+
+
+class ClawValveTurnEnv(RobotEnv):
+    default_config = "claw.yaml"
+
+    def __init__(self, backend: str = "sim", *, variant: str = "fixed", **kwargs: Any) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: invalid value {variant!r}; allowed: {', '.join(VARIANTS)}")
+        self.variant = variant
+        super().__init__(backend, **kwargs)
+        self._fing = np.array([i for i, n in enumerate(self.robot.names) if n != "valve"])
+        self._valve = self.robot.names.index("valve")
+        self.target_rad = FIXED_TARGET_RAD
+        self.reset_report = None
+
+    def _state_size(self) -> int:
+        n_f = len(self.robot.names) - 1
+        return 2 * n_f + 3 + len(self.act_idx) + 1
+
+    def _error(self, st: RobotState) -> float:
+        return float(wrap_angle(self.target_rad - st.position[self._valve]))
+
+    def _features(self, st: RobotState) -> np.ndarray:
+        v = st.position[self._valve]
+        return np.concatenate([
+            st.position[self._fing], st.velocity[self._fing],
+            [math.cos(v), math.sin(v), st.velocity[self._valve]],
+            self.last_action, [self._error(st)],
+        ])
+
+    def _reward(self, st: RobotState, action: np.ndarray) -> tuple[dict[str, float], bool, float, bool]:
+        dist = abs(self._error(st))
+        vel = st.velocity[self._fing]
+        terms = {
+            "target_dist_cost": -5.0 * dist,
+            "pose_diff_cost": -float(np.linalg.norm(st.position[self._fing] - self.nominal_rad[self._fing])),
+            "joint_vel_cost": -float(np.linalg.norm(vel[np.abs(vel) >= JOINT_VEL_THRESHOLD_RAD_S])),
+            "bonus_small": 10.0 * (dist < 0.25),
+            "bonus_big": 50.0 * (dist < SUCCESS_RAD),
+        }
+        return terms, dist < SUCCESS_RAD, -dist, False
+
+    def _reset_robot(self, options: dict[str, Any]) -> dict[str, Any]:
+        if self.variant == "random":
+            start = float(self.np_random.uniform(-math.pi / 3, math.pi / 3))
+            target = float(self.np_random.uniform(-math.pi, math.pi))
+        else:
+            start, target = FIXED_START_RAD, FIXED_TARGET_RAD
+        start = float(options.get("start_rad", start))
+        self.target_rad = float(options.get("target_rad", target))
+        self.reset_report = reset_claw(self.robot, start, human_help=self.human_help)
+        r = self.reset_report
+        return {"target_rad": self.target_rad, "start_rad": r.valve_start_rad, "reset_attempts": r.attempts,
+                "reset_disentangled": list(r.disentangled), "reset_duration_s": r.duration_s}

@@ -1,0 +1,152 @@
+"""The claw's own reset: fingers to their reset pose, then the valve servo sets the start angle.
+
+Sequence (only joint goals through `Robot.step`, so every move is clipped and rate limited):
+1. valve limp, fingers torque on; drive the fingers to `reset.pose_rad` (tips clear of the valve at
+   any angle) for at most `reset.timeout_s`;
+2. a finger with a joint further than `reset.tolerance_rad` from its pose (caught on a prong, held,
+   jammed) is disentangled: that finger alone goes to `reset.clear_pose_rad` (straightened and
+   swung out), then step 1 is tried again; a current stop during the move counts as a miss
+   (recover, then disentangle);
+3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
+   console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
+4. the valve servo drives the valve to the start angle (the nearest equivalent multi-turn angle,
+   so it turns at most half a turn), holds it briefly, then goes limp.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from robosac.robots.robot import Robot, RobotState
+from robosac.robots.safety import SafetyStop
+
+__all__ = ["ResetError", "ClawResetReport", "reset_claw", "wrap_angle"]
+
+VALVE = "valve"
+VALVE_TOLERANCE_RAD = 0.05
+VALVE_SETTLE_S = 0.2
+
+
+class ResetError(RuntimeError):
+    """The robot could not reset itself (and no human was asked, or it failed after help)."""
+
+
+@dataclass
+class ClawResetReport:
+    attempts: int = 0
+    disentangled: list[str] = field(default_factory=list)  # fingers moved to the clear pose
+    current_stops: int = 0
+    human_asked: int = 0
+    valve_start_rad: float = math.nan
+    duration_s: float = 0.0  # wall-clock time (hardware) or steps x dt (sim), s
+
+
+def wrap_angle(a: float | np.ndarray) -> float | np.ndarray:
+    """Angle wrapped to [-pi, pi)."""
+    return (np.asarray(a) + math.pi) % (2 * math.pi) - math.pi
+
+
+def _clock(robot: Robot) -> float:
+    """The robot's time, s: simulation time for a SimRobot, the wall clock otherwise."""
+    sim = getattr(robot, "sim", None)
+    return sim.time if sim is not None else time.monotonic()
+
+
+def _fingers(names: tuple[str, ...]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        if n != VALVE:
+            out.setdefault(n.split("_")[0], []).append(i)
+    return out
+
+
+def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout_s: float, report: ClawResetReport) -> RobotState:
+    """Step toward goal until every joint in mask is within tol or timeout; a current stop is recovered."""
+    st = robot.last_state or robot.read()
+    for _ in range(max(1, int(math.ceil(timeout_s / robot.dt_s)))):
+        try:
+            st = robot.step(goal)
+        except SafetyStop as e:
+            if any(ev.kind != "current" for ev in e.events):
+                raise
+            report.current_stops += 1
+            robot.recover()
+            return robot.last_state or robot.read()
+        if np.all(np.abs(st.position[mask] - goal[mask]) <= tol):
+            break
+    return st
+
+
+def reset_claw(
+    robot: Robot,
+    start_angle_rad: float,
+    *,
+    human_help: Callable[[str], None] | None = None,
+) -> ClawResetReport:
+    """Reset the claw (see module docstring). start_angle_rad: the valve's start angle, rad."""
+    cfg = robot.config.reset
+    if cfg.pose_rad is None:
+        raise ResetError(f"{robot.config.name}: reset.pose_rad is not configured")
+    t0 = _clock(robot)
+    report = ClawResetReport()
+    names = robot.names
+    v = names.index(VALVE)
+    fingers = _fingers(names)
+    pose = np.array([cfg.pose_rad.get(n, 0.0) for n in names])
+    clear = np.array([(cfg.clear_pose_rad or cfg.pose_rad).get(n, 0.0) for n in names])
+    finger_mask = np.array([n != VALVE for n in names])
+
+    robot.set_torque(False, [VALVE])
+    robot.set_torque(True, [n for n in names if n != VALVE])
+    asked = False
+    while True:
+        for _ in range(cfg.max_attempts):
+            report.attempts += 1
+            st = _drive(robot, pose, finger_mask, cfg.tolerance_rad, cfg.timeout_s, report)
+            missed = [f for f, idx in fingers.items() if np.any(np.abs(st.position[idx] - pose[idx]) > cfg.tolerance_rad)]
+            if not missed:
+                break
+            for f in missed:
+                report.disentangled.append(f)
+                goal = (robot.monitor.last_goal if robot.monitor.last_goal is not None else st.position).copy()
+                idx = fingers[f]
+                goal[idx] = clear[idx]
+                mask = np.zeros(len(names), dtype=bool)
+                mask[idx] = True
+                _drive(robot, goal, mask, cfg.tolerance_rad, cfg.timeout_s, report)
+        else:
+            msg = (f"claw reset: finger(s) {', '.join(missed)} did not reach the reset pose within "
+                   f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts")
+            if human_help is None or asked:
+                raise ResetError(msg)
+            report.human_asked += 1
+            asked = True
+            human_help(msg)
+            robot.recover()
+            robot.set_torque(False, [VALVE])
+            continue
+        break
+
+    # The valve: drive to the start angle by the shortest way, then limp.
+    robot.set_torque(True, [VALVE])
+    q_v = (robot.last_state or robot.read()).position[v]
+    target = q_v + float(wrap_angle(start_angle_rad - q_v))
+    goal = pose.copy()
+    goal[v] = target
+    vmask = np.zeros(len(names), dtype=bool)
+    vmask[v] = True
+    st = _drive(robot, goal, vmask, VALVE_TOLERANCE_RAD, cfg.timeout_s, report)
+    robot.hold(VALVE_SETTLE_S)
+    st = robot.last_state or st
+    err = abs(float(wrap_angle(st.position[v] - start_angle_rad)))
+    robot.set_torque(False, [VALVE])
+    if err > 2 * VALVE_TOLERANCE_RAD:
+        raise ResetError(f"claw reset: the valve servo reached {st.position[v]:.3f} rad, {err:.3f} rad from the start angle {start_angle_rad:.3f}")
+    report.valve_start_rad = float(st.position[v])
+    report.duration_s = _clock(robot) - t0
+    return report

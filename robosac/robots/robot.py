@@ -1,0 +1,416 @@
+"""A Robot: servos + camera (+ tracker) behind the safety monitor, for the hardware or the fast sim.
+
+`Robot` is what an environment and a reset routine talk to; two implementations share every line of
+safety logic (the `SafetyMonitor` from robosac.robots.safety):
+
+- `HardwareRobot(config, port=..., camera_source=...)`: a `ServoBus` (dynamixel-sdk over pyserial)
+  and a `Camera` (cv2.VideoCapture), real servos or the twin (`robosac twin` prints the serial path
+  and camera URL). Time is the wall clock: `step` waits for the control period's deadline.
+- `SimRobot(config)`: the MJCF model in `sim.mujoco_sim.MujocoSim`, stepped as fast as the CPU
+  allows; `step` advances physics by one control period.
+
+One control period, `step(q_goal)`:
+    filter_command(q_goal, last measured q)  -> NaN refused, clipped to limits, rate limited
+    write goals                              -> then the period elapses (deadline / physics)
+    read state, check_state(state, tilt)     -> a stop-level condition latches the monitor,
+                                                switches torque off and raises SafetyStop
+Torque-off joints ("limp", e.g. the claw's valve during an episode) get goal = measured position.
+Units: rad, rad/s, A, degC, s. Arrays are (n,) in config servo order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from robosac.config import RobotConfig
+from robosac.robots.safety import SafetyLimits, SafetyMonitor, SafetyStop
+
+__all__ = ["Robot", "RobotState", "TorsoPose", "HardwareRobot", "SimRobot", "SIM_TEMPERATURE_C"]
+
+# The simulation has no thermal model: its servos report a constant room-temperature reading.
+SIM_TEMPERATURE_C = 30.0
+
+
+@dataclass
+class RobotState:
+    """One read of every servo (the fields `SafetyMonitor.check_state` needs, plus stamp)."""
+
+    position: np.ndarray  # rad
+    velocity: np.ndarray  # rad/s
+    current: np.ndarray  # A
+    temperature: np.ndarray  # degC
+    hardware_error: np.ndarray  # Hardware Error Status bits (0 = none)
+    stamp: float  # s: time.monotonic() (hardware) or simulation time (sim)
+    errors_seen: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TorsoPose:
+    """The quadruped torso as tracked: floor-plane position (m), heading (rad, about +z from +x),
+    roll/pitch (rad; None if the tracker cannot tell), tilt (rad from vertical, >= 0; None if
+    unknown), height_m (marker centre above the floor, m; None if unknown), stamp (s)."""
+
+    x: float
+    y: float
+    heading: float
+    stamp: float
+    roll: float | None = None
+    pitch: float | None = None
+    tilt: float | None = None
+    height_m: float | None = None
+
+
+class Robot:
+    """Base class: the safety-checked control period and torque bookkeeping (see module docstring).
+
+    Subclasses implement _write(q), _wait_period(), _read() -> RobotState, _set_torque(mask),
+    frame() and optionally torso()."""
+
+    def __init__(self, config: RobotConfig) -> None:
+        self.config = config
+        self.names: tuple[str, ...] = tuple(s.name for s in config.servos)
+        self.n = len(self.names)
+        self.dt_s = config.control.dt_s
+        self.limits = SafetyLimits.from_config(config)
+        self.monitor = SafetyMonitor(self.limits, self.dt_s)
+        self.limits_min_rad = np.asarray(self.limits.min_rad)
+        self.limits_max_rad = np.asarray(self.limits.max_rad)
+        self.torque_on = np.zeros(self.n, dtype=bool)
+        self.last_state: RobotState | None = None
+        self.last_events: list[Any] = []
+
+    # -- subclass hooks ------------------------------------------------------------------------
+    def _write(self, q: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _wait_period(self) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> RobotState:
+        raise NotImplementedError
+
+    def _set_torque(self, mask: np.ndarray, on: bool) -> None:
+        raise NotImplementedError
+
+    def frame(self) -> tuple[np.ndarray, float]:
+        """The newest camera frame (RGB uint8, H x W x 3) and its capture time (s).
+        StaleFrameError when it is older than the configured safety.max_frame_age_s."""
+        raise NotImplementedError
+
+    def frame_age_s(self) -> float:
+        return 0.0
+
+    def torso(self) -> TorsoPose | None:
+        """The tracked torso pose (quadruped), None when not seen or not tracked."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    # -- public --------------------------------------------------------------------------------
+    def index(self, names: Sequence[str]) -> np.ndarray:
+        """Indices of joints by name."""
+        return np.array([self.names.index(n) for n in names], dtype=int)
+
+    def read(self) -> RobotState:
+        """Read every servo now (no safety check, no command)."""
+        st = self._read()
+        self.last_state = st
+        return st
+
+    def set_torque(self, on: bool, joints: Sequence[str] | None = None) -> None:
+        """Torque on (holding the present position) or off (limp), for all or the named joints."""
+        mask = np.ones(self.n, dtype=bool) if joints is None else np.isin(self.names, list(joints))
+        self._set_torque(mask, on)
+        self.torque_on[mask] = on
+
+    def step(self, q_goal: np.ndarray, tilt: Sequence[float] | None = None) -> RobotState:
+        """One control period (see module docstring). q_goal (n,) rad; tilt (roll, pitch) rad for
+        the tilt check. Raises UnsafeCommandError (NaN: nothing sent, servos hold) or SafetyStop
+        (torque is off by then)."""
+        if self.monitor.tripped:
+            self.monitor.filter_command(q_goal)  # counts and raises SafetyStop
+        st = self.last_state if self.last_state is not None else self.read()
+        q_safe = self.monitor.filter_command(q_goal, st.position, limp=~self.torque_on)
+        self._write(q_safe)
+        self._wait_period()
+        st = self.read()
+        try:
+            self.last_events = self.monitor.check_state(st, tilt)
+        except Exception:
+            self.safe_stop()
+            raise
+        if self.monitor.tripped:
+            self.safe_stop()
+            raise SafetyStop(self.monitor.reason or "safety stop", self.monitor.stop_events)
+        return st
+
+    def hold(self, seconds: float, tilt: Sequence[float] | None = None) -> RobotState:
+        """Keep the last goal for `seconds` (whole control periods)."""
+        st = self.last_state or self.read()
+        goal = self.monitor.last_goal if self.monitor.last_goal is not None else st.position
+        for _ in range(max(1, int(round(seconds / self.dt_s)))):
+            st = self.step(goal, tilt)
+        return st
+
+    def safe_stop(self) -> None:
+        """Torque off everywhere (the fault response for anything we cannot recover from)."""
+        self.monitor.count("torque_offs")
+        try:
+            self.set_torque(False)
+        except Exception:  # noqa: BLE001 - best effort; the servos' bus watchdog is the backstop
+            self.torque_on[:] = False
+
+    def recover(self) -> None:
+        """Before an episode: clear a latched stop if its cause is gone, and torque on.
+
+        Raises SafetyStop if an e-stop is latched (a person must call `clear_estop()`) or a
+        stop-level condition (temperature, current, hardware error) is still present."""
+        m = self.monitor
+        if m.tripped and (m.reason or "").startswith("e-stop"):
+            raise SafetyStop(f"{m.reason}; call robot.clear_estop() once the robot is safe", m.stop_events)
+        st = self.read()
+        if m.tripped:
+            probe = SafetyMonitor(self.limits, self.dt_s)
+            stops = [e for e in probe.check_state(st) if e.level == "stop"]
+            if stops:
+                raise SafetyStop("still unsafe: " + "; ".join(e.message for e in stops), stops)
+        m.reset()
+        self.set_torque(True)
+        self.last_state = self.read()
+
+    def clear_estop(self) -> None:
+        """A person confirms the robot is safe after an e-stop."""
+        self.monitor.reset()
+
+    def info(self) -> dict[str, Any]:
+        """Safety counters and latch (ints/str/bool) for a Gymnasium info dict."""
+        return self.monitor.info()
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class HardwareRobot(Robot):
+    """Real servos (or the twin) over the serial port, the camera over cv2.VideoCapture.
+
+    port: serial device (default: the config's bus.port; the twin prints its own).
+    camera_source: overrides the config's camera.source (a USB index, file or URL; the twin prints a URL).
+    bus_settings: ServoBus settings overrides (e.g. margin_ms for a loaded machine).
+    Timing: `step` schedules against the wall clock: sleep to 1 ms before the deadline, then spin.
+    A period that starts more than one period late is an overrun: counted, and the schedule
+    restarts from now (no burst of catch-up commands)."""
+
+    def __init__(
+        self,
+        config: RobotConfig,
+        *,
+        port: str | None = None,
+        camera_source: int | str | None = None,
+        use_camera: bool = True,
+        **bus_settings: Any,
+    ) -> None:
+        from robosac.hal import ServoBus
+        from robosac.hal.camera import Camera
+
+        super().__init__(config)
+        self.bus = ServoBus.from_config(config, port=port, **bus_settings).open()
+        self.camera = None
+        self.tracker = None
+        try:
+            self.bus.verify()
+            self.bus.configure()
+            if use_camera and config.camera is not None:
+                src = config.camera.source if camera_source is None else camera_source
+                self.camera = Camera(src, config.camera.width, config.camera.height, config.safety.max_frame_age_s).start()
+                if config.tracker is not None:
+                    from robosac.hal.aruco import ArucoTracker
+
+                    self.tracker = ArucoTracker(tracker_calibration(config))
+        except BaseException:
+            self.close()
+            raise
+        self._deadline: float | None = None
+        self.overruns = 0
+        self.last_period_s = 0.0
+        self._pose_cache: tuple[float, TorsoPose | None] = (-math.inf, None)
+
+    def _write(self, q: np.ndarray) -> None:
+        self.bus.write_goal_positions(q)
+
+    def _wait_period(self) -> None:
+        now = time.monotonic()
+        if self._deadline is None or now > self._deadline + self.dt_s:
+            if self._deadline is not None:
+                self.overruns += 1
+            self._deadline = now
+        start = self._deadline
+        self._deadline += self.dt_s
+        pause = self._deadline - time.monotonic() - 0.001
+        if pause > 0:
+            time.sleep(pause)
+        while time.monotonic() < self._deadline:
+            pass
+        self.last_period_s = time.monotonic() - start
+
+    def _read(self) -> RobotState:
+        b = self.bus.read_state()
+        return RobotState(b.position, b.velocity, b.current, b.temperature, b.hardware_error, b.stamp, dict(b.errors_seen))
+
+    def _set_torque(self, mask: np.ndarray, on: bool) -> None:
+        ids = [sid for sid, m in zip(self.bus.ids, mask) if m]
+        if on:
+            self.bus.enable_torque(ids)
+        else:
+            self.bus.disable_torque(ids)
+        self._deadline = None  # torque changes take bus time: restart the schedule
+
+    def frame(self) -> tuple[np.ndarray, float]:
+        if self.camera is None:
+            raise RuntimeError(f"{self.config.name}: no camera configured (add a camera: section)")
+        return self.camera.get()
+
+    def frame_age_s(self) -> float:
+        return self.camera.frame_age() if self.camera is not None else math.nan
+
+    def torso(self) -> TorsoPose | None:
+        if self.tracker is None or self.camera is None:
+            return None
+        frame, stamp = self.camera.latest()
+        if frame is None:
+            return None
+        if stamp == self._pose_cache[0]:
+            return self._pose_cache[1]
+        p = self.tracker.update(frame, stamp)
+        pose = None
+        if p is not None:
+            pose = TorsoPose(p.x, p.y, p.heading, stamp, getattr(p, "roll", None), getattr(p, "pitch", None),
+                             getattr(p, "tilt", None), getattr(p, "z", None))
+        self._pose_cache = (stamp, pose)
+        return pose
+
+    def close(self) -> None:
+        """Torque off and release the port and the camera."""
+        if getattr(self, "camera", None) is not None:
+            self.camera.stop()
+        if getattr(self, "bus", None) is not None and self.bus.is_open:
+            try:
+                self.bus.close(torque_off=True)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+
+def tracker_calibration(config: RobotConfig, sim: Any = None) -> Any:
+    """ArucoCalibration from the config's tracker section (or, without camera_matrix, from the
+    twin's model `sim` at the config's camera size)."""
+    from robosac.hal.aruco import ArucoCalibration
+
+    t = config.tracker
+    if t is None or config.camera is None:
+        raise ValueError(f"{config.name}: tracking needs both a camera: and a tracker: section")
+    kw: dict[str, Any] = dict(marker_id=t.marker_id, dictionary=t.dictionary, heading_offset_rad=t.heading_offset_rad)
+    if "marker_size_m" in ArucoCalibration.__dataclass_fields__:
+        kw["marker_size_m"] = t.marker_size_m
+    if t.camera_matrix is None:
+        if sim is None:
+            raise ValueError(f"{config.name}: tracker.camera_matrix, camera_position_m and camera_rotation are needed on hardware")
+        cam = config.sim.camera if config.sim and config.sim.camera else sim.model.camera(0).name
+        return ArucoCalibration.from_sim(sim, cam, config.camera.width, config.camera.height, plane_z_m=t.plane_z_m, **kw)
+    return ArucoCalibration(
+        K=np.asarray(t.camera_matrix), cam_pos=np.asarray(t.camera_position_m), cam_rot=np.asarray(t.camera_rotation),
+        plane_z_m=t.plane_z_m, dist=None if t.dist_coeffs is None else np.asarray(t.dist_coeffs), **kw,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _roll_pitch(quat_wxyz: np.ndarray) -> tuple[float, float, float]:
+    """(roll, pitch, tilt) rad of a body with orientation quat (ZYX Euler; tilt = angle of body z from world z)."""
+    w, x, y, z = quat_wxyz
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    zz = 1 - 2 * (x * x + y * y)  # world-z component of the body z axis
+    return roll, pitch, math.acos(max(-1.0, min(1.0, zz)))
+
+
+class SimRobot(Robot):
+    """The robot's MJCF model stepped directly (no serial, no real time).
+
+    Servo speed caps follow the config (limits.max_velocity_rad_s, what the bus writes to Velocity
+    Limit), so a goal is followed as on the twin. Temperatures read SIM_TEMPERATURE_C; hardware
+    errors never occur. Frames are rendered at (image_width, image_height) straight away (default:
+    the config's camera size). torso() is the simulator's ground truth."""
+
+    def __init__(
+        self,
+        config: RobotConfig,
+        *,
+        seed: int | None = None,
+        randomization: Any = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
+        from sim.mujoco_sim import MujocoSim
+
+        super().__init__(config)
+        self.sim = MujocoSim(config, seed=seed, randomization=randomization, torque=False)
+        self.sim.set_velocity_caps(np.array([s.limits.max_velocity_rad_s for s in config.servos]))
+        self._substeps = max(1, int(round(self.dt_s / self.sim.dt)))
+        cam = config.camera
+        self.image_size = image_size or ((cam.width, cam.height) if cam else (64, 64))
+        self._camera_name = config.sim.camera if config.sim and config.sim.camera else None
+
+    def restart(self) -> None:
+        """Back to the model's initial state (all servos limp) with a fresh safety monitor, so a
+        seeded episode is reproducible. Simulation only: a real robot cannot be teleported."""
+        self.sim.reset()
+        self.sim.set_torque(False)
+        self.torque_on[:] = False
+        self.monitor = SafetyMonitor(self.limits, self.dt_s)
+        self.last_state = None
+        self.last_events = []
+
+    def _write(self, q: np.ndarray) -> None:
+        self.sim.set_targets(q)
+
+    def _wait_period(self) -> None:
+        self.sim.step(self._substeps)
+
+    def _read(self) -> RobotState:
+        s = self.sim.read()
+        n = self.n
+        return RobotState(s.positions_rad, s.velocities_rad_s, s.currents_a, np.full(n, SIM_TEMPERATURE_C),
+                          np.zeros(n, dtype=np.uint8), s.time_s)
+
+    def _set_torque(self, mask: np.ndarray, on: bool) -> None:
+        if on:
+            # Hold where the joint is (the bus writes goal = present before torque on).
+            q = self.sim.read().positions_rad
+            for i in np.flatnonzero(mask):
+                self.sim.set_target(int(i), float(q[i]))
+                self.sim._ref[i] = q[i]
+        torque = self.sim.torque
+        torque[mask] = on
+        self.sim.set_torque(torque)
+
+    def frame(self) -> tuple[np.ndarray, float]:
+        w, h = self.image_size
+        return self.sim.render(self._camera_name, w, h), self.sim.time
+
+    def torso(self) -> TorsoPose | None:
+        if self.sim._torso is None:
+            return None
+        pos, quat = self.sim.torso_pose()
+        roll, pitch, tilt = _roll_pitch(quat)
+        w, x, y, z = quat
+        heading = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        height = float(self.sim.marker_position()[2]) if self.sim._marker is not None else float(pos[2])
+        return TorsoPose(float(pos[0]), float(pos[1]), heading, self.sim.time, roll, pitch, tilt, height)
+
+    def close(self) -> None:
+        self.sim.close()
