@@ -137,9 +137,19 @@ class Robot:
             self.monitor.filter_command(q_goal)  # counts and raises SafetyStop
         st = self.last_state if self.last_state is not None else self.read()
         q_safe = self.monitor.filter_command(q_goal, st.position, limp=~self.torque_on)
-        self._write(q_safe)
-        self._wait_period()
-        st = self.read()
+        try:
+            self._write(q_safe)
+            self._wait_period()
+            st = self.read()
+        except Exception as e:
+            from robosac.hal.faults import BusError
+
+            if isinstance(e, BusError):
+                # Retries and reboots are the bus's job; what reaches us persisted: stop safely.
+                self.monitor.count("bus_faults")
+                self.monitor.trip(f"bus fault: {type(e).__name__}: {e}")
+                self.safe_stop()
+            raise
         try:
             self.last_events = self.monitor.check_state(st, tilt)
         except Exception:
