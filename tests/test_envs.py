@@ -306,3 +306,19 @@ def test_stable_baselines3_sac_trains_on_the_claw() -> None:
     assert env.action_space.contains(action.astype(np.float32))
     assert all(np.isfinite(p.detach().numpy()).all() for p in model.policy.parameters())
     env.close()
+
+
+def test_quadruped_hardware_backend_on_the_twin() -> None:
+    """The walking env on the twin: the stand-up from limp (servos power up off), the overhead
+    camera's ArUco tracking for the torso pose, and check_env."""
+    with running_twin("hardware_configs/quadruped.yaml") as tw:
+        env = gym.make(QUAD, backend="hardware", port=tw.port, camera_source=tw.camera_url, bus_settings=BUS)
+        obs, info = env.reset(seed=0)
+        truth = tw.twin.ground_truth()
+        assert truth["torso_pos_m"][2] > 0.23  # standing (limp it lies at ~0.19 m)
+        obs, r, term, trunc, info = env.step(np.zeros(12, np.float32))
+        torso, truth = info["torso"], tw.twin.ground_truth()
+        assert abs(torso["x_m"] - truth["torso_pos_m"][0]) < 0.03 and abs(torso["y_m"] - truth["torso_pos_m"][1]) < 0.03
+        assert torso["tilt_rad"] < np.radians(10) and not term
+        check_env(env.unwrapped)
+        env.close()
