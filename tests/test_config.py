@@ -86,6 +86,25 @@ BAD = [
     (["bus"], _DELETE, "bus: missing"),
     (["camra"], {}, "camra: unknown key"),
     (["name"], 5, "name"),
+    # environment sections
+    (["control", "rate_hz"], 0, "control.rate_hz"),
+    (["control", "episode_s"], -1, "control.episode_s"),
+    (["control", "action_joints"], ["f0_top", "thumb"], "control.action_joints[1]"),
+    (["control", "action_joints"], ["f0_top", "f0_top"], "control.action_joints"),
+    (["control", "rate"], 10, "control.rate: unknown key"),
+    (["safety", "temperature_stop_c"], 120, "safety.temperature_stop_c"),
+    (["safety", "temperature_warn_c"], 80, "safety.temperature_warn_c"),
+    (["safety", "current_warn_fraction"], 1.5, "safety.current_warn_fraction"),
+    (["safety", "max_frame_age_s"], 0, "safety.max_frame_age_s"),
+    (["safety", "tilt_limit_rad"], 4.0, "safety.tilt_limit_rad"),
+    (["reset", "pose_rad", "f0_middle"], 2.0, "reset.pose_rad.f0_middle"),
+    (["reset", "pose_rad", "pinky"], 0.0, "reset.pose_rad.pinky"),
+    (["reset", "max_attempts"], 0, "reset.max_attempts"),
+    (["reset", "tolerance_rad"], "small", "reset.tolerance_rad"),
+    (["tracker"], {"camera_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, "tracker.camera_position_m: missing"),
+    (["tracker"], {"dictionary": "APRILTAG"}, "tracker.dictionary"),
+    (["tracker"], {"camera_matrix": [[1, 0], [0, 1]], "camera_position_m": [0, 0, 1], "camera_rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, "tracker.camera_matrix"),
+    (["tracker"], {"camera_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "camera_position_m": [0, 0, 1], "camera_rotation": [[2, 0, 0], [0, 1, 0], [0, 0, 1]]}, "tracker.camera_rotation"),
 ]
 
 
@@ -127,3 +146,43 @@ def test_load_file_errors_name_file(tmp_path: Path) -> None:
     p.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+def test_environment_sections_of_the_shipped_configs() -> None:
+    claw = load_config(ROOT / "hardware_configs" / "claw.yaml")
+    assert claw.control.rate_hz == 10 and claw.control.max_steps == 80
+    assert claw.control.action_joints == tuple(s.name for s in claw.servos if s.name != "valve")
+    assert set(claw.reset.pose_rad) == set(claw.control.action_joints)
+    assert claw.safety.current_stop_s == 0.5 and claw.tracker is None
+    # The bus watchdog outlasts a control period several times over (reads and writes both feed it).
+    assert claw.bus.watchdog_ms >= 3 * 1000 / claw.control.rate_hz
+    quad = load_config(ROOT / "hardware_configs" / "quadruped.yaml")
+    assert quad.control.rate_hz == 20 and quad.safety.tilt_limit_rad == pytest.approx(math.radians(45), abs=1e-3)
+    assert quad.bus.watchdog_ms >= 3 * 1000 / quad.control.rate_hz
+
+
+def test_quadruped_tracker_calibration_matches_the_twin_camera() -> None:
+    """The YAML's tracker calibration is the twin's overhead camera (so the hardware backend on the
+    twin tracks correctly); a stale copy after a model change fails here."""
+    import numpy as np
+
+    from robosac.robots.robot import tracker_calibration
+    from sim.mujoco_sim import MujocoSim
+
+    cfg = load_config(ROOT / "hardware_configs" / "quadruped.yaml")
+    sim = MujocoSim(cfg)
+    from_yaml = tracker_calibration(cfg)
+    from_model = tracker_calibration(replace_tracker(cfg), sim)
+    np.testing.assert_allclose(from_yaml.K, from_model.K, atol=0.01)
+    np.testing.assert_allclose(from_yaml.cam_pos, from_model.cam_pos, atol=1e-6)
+    np.testing.assert_allclose(from_yaml.cam_rot, from_model.cam_rot, atol=1e-6)
+    assert from_yaml.marker_size_m == pytest.approx(0.1125)
+    # plane_z_m is the settled standing marker height
+    assert abs(cfg.tracker.plane_z_m - sim.marker_position()[2]) < 0.005
+    sim.close()
+
+
+def replace_tracker(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, tracker=replace(cfg.tracker, camera_matrix=None, camera_position_m=None, camera_rotation=None))

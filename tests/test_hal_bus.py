@@ -360,7 +360,7 @@ def test_watchdog_rearmed_after_host_stall(claw) -> None:
     cfg, chain, bus = claw
     q = np.zeros(len(cfg.servos))
     _settle(bus, q, 0.1)
-    time.sleep(0.15)  # > 100 ms Bus Watchdog: the servos stop and lock their goals
+    time.sleep(cfg.bus.watchdog_ms / 1000 + 0.05)  # > the Bus Watchdog: the servos stop and lock their goals
     q[1] = 0.6
     st = _settle(bus, q, 0.3)
     assert bus.counters.watchdog_rearms >= 1

@@ -209,8 +209,9 @@ def test_claw_pose_readback_valve_limp_and_camera() -> None:
     twin = Twin("hardware_configs/claw.yaml")
     try:
         cfg = twin.cfg
-        pose = {"f0_top": 0.3, "f0_middle": -0.5, "f0_bottom": 0.9, "f1_top": -0.3, "f1_middle": 0.4,
-                "f1_bottom": -0.8, "f2_top": 0.0, "f2_middle": 0.7, "f2_bottom": 0.5, "valve": 2.5}
+        # Fingers bent outward (tips clear of the valve's prongs), so the valve can turn under them.
+        pose = {"f0_top": 0.3, "f0_middle": 0.9, "f0_bottom": -0.5, "f1_top": -0.3, "f1_middle": 0.8,
+                "f1_bottom": -0.8, "f2_top": 0.0, "f2_middle": 0.7, "f2_bottom": -0.6, "valve": 2.5}
         got = _command_pose(twin, pose, settle_s=1.5)
         for name, q in pose.items():
             assert got[name] == pytest.approx(q, abs=0.03), (name, got[name], q)

@@ -134,7 +134,9 @@ class Robot:
         the tilt check. Raises UnsafeCommandError (NaN: nothing sent, servos hold) or SafetyStop
         (torque is off by then)."""
         if self.monitor.tripped:
-            self.monitor.filter_command(q_goal)  # counts and raises SafetyStop
+            # An e-stop (signal, another thread) or an earlier stop: torque off, refuse (counted).
+            self.safe_stop()
+            self.monitor.filter_command(q_goal)  # raises SafetyStop
         st = self.last_state if self.last_state is not None else self.read()
         q_safe = self.monitor.filter_command(q_goal, st.position, limp=~self.torque_on)
         try:
