@@ -191,6 +191,21 @@ def test_over_temperature_stops_safely_and_reset_waits_for_cooling(claw_twin) ->
     env.close()
 
 
+def test_ctrl_c_on_hardware_is_an_estop_with_torque_off(claw_twin) -> None:
+    import os
+    import signal
+
+    tw = claw_twin
+    env = _hw_claw(tw).unwrapped
+    env.reset(seed=0)
+    os.kill(os.getpid(), signal.SIGINT)  # first Ctrl-C: e-stop, not KeyboardInterrupt
+    obs, r, term, trunc, info = env.step(np.zeros(9, np.float32))
+    assert trunc and "SIGINT" in info["safety_stop"]
+    assert all(tw.chain.get_item(i, "torque_enable") == 0 for i in tw.chain.ids())
+    env.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
 def test_persistent_hardware_fault_leaves_torque_off(claw_twin) -> None:
     from robosac.hal.faults import BusError
 

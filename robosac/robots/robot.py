@@ -21,6 +21,7 @@ Units: rad, rad/s, A, degC, s. Arrays are (n,) in config servo order.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -214,6 +215,7 @@ class HardwareRobot(Robot):
     port: serial device (default: the config's bus.port; the twin prints its own).
     camera_source: overrides the config's camera.source (a USB index, file or URL; the twin prints a URL).
     bus_settings: ServoBus settings overrides (e.g. margin_ms for a loaded machine).
+    Signals: created in the main thread, it maps SIGINT/SIGTERM to an e-stop (see SafetyMonitor).
     Timing: `step` schedules against the wall clock: sleep to 1 ms before the deadline, then spin.
     A period that starts more than one period late is an overrun: counted, and the schedule
     restarts from now (no burst of catch-up commands)."""
@@ -247,6 +249,10 @@ class HardwareRobot(Robot):
         except BaseException:
             self.close()
             raise
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C / SIGTERM latch an e-stop: torque goes off at the next step (a second signal
+            # ends the program). Restored by close().
+            self.monitor.install_signal_handlers()
         self._deadline: float | None = None
         self.overruns = 0
         self.last_period_s = 0.0
@@ -308,6 +314,7 @@ class HardwareRobot(Robot):
 
     def close(self) -> None:
         """Torque off and release the port and the camera."""
+        self.monitor.uninstall_signal_handlers()
         if getattr(self, "camera", None) is not None:
             self.camera.stop()
         if getattr(self, "bus", None) is not None and self.bus.is_open:
