@@ -195,6 +195,11 @@ class ServoInfo:
         return model_name(self.model_number)
 
 
+# How far past a position limit a joint may be measured and still be held (at the limit) when torque
+# comes on: 0.05 rad. Further out, enabling torque is refused (the joint must be moved by hand).
+_HOLD_MARGIN_TICKS = 33
+
+
 @dataclass
 class BusState:
     """One fresh read of every configured servo; arrays have shape (N,) in config order."""
@@ -664,7 +669,11 @@ class ServoBus:
         if j is not None and j.operating_mode == 3:
             raw = to_signed(int.from_bytes(present, "little"), 4)
             lo, hi = j.tick_range()
-            if not lo <= raw <= hi:
+            if lo - _HOLD_MARGIN_TICKS <= raw < lo or hi < raw <= hi + _HOLD_MARGIN_TICKS:
+                # Pressed a hair past a limit (a load against the end stop, limit overshoot): hold
+                # at the limit itself, which the servo accepts; the joint moves back that hair.
+                present = le_bytes(min(max(raw, lo), hi), 4)
+            elif not lo <= raw <= hi:
                 # The servo would refuse this goal (Data Limit); say which joint and what to do.
                 q = j.calibration.ticks_to_rad(raw)
                 raise ConfigMismatchError(
