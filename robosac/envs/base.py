@@ -233,5 +233,7 @@ class RobotEnv(gym.Env):
             "safety_events": [f"{e.level} {e.kind}: {e.message}" for e in events],
             "frame_age_s": float(self._frame_age),
             "period_s": float(getattr(r, "last_period_s", r.dt_s)),
+            "late_s": float(r.last_late_s),
+            "obs_to_action_s": float(r.last_obs_to_action_s),
             "overruns": int(getattr(r, "overruns", 0)),
         }

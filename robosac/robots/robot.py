@@ -84,6 +84,11 @@ class Robot:
         self.torque_on = np.zeros(self.n, dtype=bool)
         self.last_state: RobotState | None = None
         self.last_events: list[Any] = []
+        # Timing of the last period (hardware; 0 in the sim): |wake-up - deadline| and the time from
+        # the previous read (the observation) to this write (the action), s.
+        self.last_late_s = 0.0
+        self.last_obs_to_action_s = 0.0
+        self._t_read: float | None = None
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _write(self, q: np.ndarray) -> None:
@@ -259,6 +264,9 @@ class HardwareRobot(Robot):
         self._pose_cache: tuple[float, TorsoPose | None] = (-math.inf, None)
 
     def _write(self, q: np.ndarray) -> None:
+        t = time.monotonic()
+        if self._t_read is not None:
+            self.last_obs_to_action_s = t - self._t_read
         self.bus.write_goal_positions(q)
 
     def _wait_period(self) -> None:
@@ -274,10 +282,13 @@ class HardwareRobot(Robot):
             time.sleep(pause)
         while time.monotonic() < self._deadline:
             pass
-        self.last_period_s = time.monotonic() - start
+        now = time.monotonic()
+        self.last_late_s = now - self._deadline
+        self.last_period_s = now - start
 
     def _read(self) -> RobotState:
         b = self.bus.read_state()
+        self._t_read = b.stamp
         return RobotState(b.position, b.velocity, b.current, b.temperature, b.hardware_error, b.stamp, dict(b.errors_seen))
 
     def _set_torque(self, mask: np.ndarray, on: bool) -> None:

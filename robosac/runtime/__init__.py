@@ -1,0 +1,1 @@
+"""The robot runtime: fixed-rate collector thread, learner process, persistence."""

@@ -1,0 +1,159 @@
+"""The collector: a thread that runs an env at its control rate, acting with the newest policy.
+
+The hardware backend paces itself (`HardwareRobot` sleeps to each period's deadline, then spins
+briefly, and never bursts to catch up); the sim backend runs as fast as it can. The collector
+adds what a training run needs around `env.step`:
+
+- `act(obs) -> (action, policy_version)`: called once per step; with a learner process it reads
+  the newest published weights without blocking (see robosac.runtime.shared.WeightStore).
+- every transition goes to `sink(Transition)` with the policy version that produced it and its
+  timestamps; episode starts/ends are marked; `resetting` is set while the robot resets itself,
+  so a learner can pause then.
+- timing per step: |deadline jitter| (`late_s`), observation-to-action latency, period, overruns;
+  `stats()` summarises them (p50/p99/max).
+- an exception (a safety stop that reset cannot clear, a stale camera, a bus fault) ends the loop;
+  the robot is left as the safety layer leaves it (torque off or holding) and the exception is kept
+  in `error` for the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["Collector", "Transition", "percentiles"]
+
+
+@dataclass
+class Transition:
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: float
+    next_obs: dict[str, np.ndarray]
+    terminated: bool
+    truncated: bool
+    policy_version: int
+    episode: int
+    step: int  # step within the episode (0-based)
+    t_obs: float  # time.monotonic() when obs was available, s
+    t_act: float  # time.monotonic() when the action was handed to the env, s
+    info: dict[str, Any]
+
+
+def percentiles(x: list[float] | np.ndarray) -> dict[str, float]:
+    """p50, p99 and max of |x| (NaN when empty)."""
+    a = np.abs(np.asarray(x, dtype=float))
+    if a.size == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+class Collector:
+    """Run `env` in a thread. act(obs) -> (action, version); sink(Transition) gets every step.
+
+    max_steps: stop after this many env steps (None: until stop()). seed: the first reset's seed."""
+
+    def __init__(
+        self,
+        env: Any,
+        act: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, int]],
+        sink: Callable[[Transition], None] | None = None,
+        *,
+        max_steps: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.env = env
+        self.act = act
+        self.sink = sink
+        self.max_steps = max_steps
+        self.seed = seed
+        self.resetting = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.steps = 0
+        self.episodes = 0
+        self.returns: list[float] = []
+        self.late_s: list[float] = []
+        self.obs_to_action_s: list[float] = []
+        self.act_s: list[float] = []  # time inside act(), s
+        self.versions: list[int] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "Collector":
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _reset(self) -> dict[str, np.ndarray]:
+        self.resetting.set()
+        try:
+            obs, _ = self.env.reset(seed=self.seed if self.episodes == 0 else None)
+        finally:
+            self.resetting.clear()
+        return obs
+
+    def _run(self) -> None:
+        try:
+            obs = self._reset()
+            t_obs = time.monotonic()
+            step, ret = 0, 0.0
+            while not self._stop.is_set() and (self.max_steps is None or self.steps < self.max_steps):
+                t0 = time.monotonic()
+                action, version = self.act(obs)
+                t_act = time.monotonic()
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                t_next = time.monotonic()
+                self.act_s.append(t_act - t0)
+                self.late_s.append(float(info.get("late_s", 0.0)))
+                self.obs_to_action_s.append(float(info.get("obs_to_action_s", t_act - t_obs)))
+                self.versions.append(int(version))
+                if self.sink is not None:
+                    self.sink(Transition(obs, np.asarray(action), float(reward), next_obs, bool(terminated), bool(truncated),
+                                         int(version), self.episodes, step, t_obs, t_act, info))
+                self.steps += 1
+                step += 1
+                ret += float(reward)
+                obs, t_obs = next_obs, t_next
+                if terminated or truncated:
+                    self.returns.append(ret)
+                    self.episodes += 1
+                    step, ret = 0, 0.0
+                    if self._stop.is_set() or (self.max_steps is not None and self.steps >= self.max_steps):
+                        break
+                    obs = self._reset()
+                    t_obs = time.monotonic()
+        except BaseException as e:  # noqa: BLE001 - kept for the caller; the robot is already safe
+            self.error = e
+
+    # -- telemetry -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Loop figures so far: steps, episodes, overruns, |deadline jitter| and
+        observation-to-action latency (s, p50/p99/max), time in act() (s)."""
+        robot = getattr(self.env.unwrapped, "robot", None)
+        return {
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "overruns": int(getattr(robot, "overruns", 0)),
+            "jitter_s": percentiles(self.late_s),
+            "obs_to_action_s": percentiles(self.obs_to_action_s),
+            "act_s": percentiles(self.act_s),
+            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+        }
