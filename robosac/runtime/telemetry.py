@@ -130,8 +130,9 @@ def plot_learning_curve(metrics_jsonl: str | Path, png_path: str | Path, title: 
             continue
         if m.get("eval_return_mean") is not None:
             ev.append((m["step"], m["eval_return_mean"]))
-        if m.get("episode_return") is not None:
-            tr.append((m["step"], m["episode_return"]))
+        ret = m.get("episode_return", m.get("ret") if m.get("kind") == "episode" else None)
+        if ret is not None:
+            tr.append((m["step"], ret))
     if not ev and not tr:
         raise ValueError(f"{metrics_jsonl}: no returns to plot")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)

@@ -1,0 +1,267 @@
+"""SAC training in its own process, so the control loop keeps its deadlines while SAC trains.
+
+``LearnerProcess`` starts (``spawn`` context) a loop that attaches the collector's
+:class:`~robosac.runtime.shared.SharedReplay` and :class:`~robosac.runtime.shared.WeightStore`,
+builds SAC from the spaces and :class:`~robosac.sac.sac.SACConfig`, limits torch to ``threads``
+intra-op threads (default 1: on a 2-core robot computer one core stays for the control loop), waits
+for ``learning_starts`` transitions, then updates as fast as it can but never more than
+``max_updates_per_step`` x transitions written. Every ``publish_every`` updates it publishes the
+actor weights; every ``checkpoint_every_s`` seconds, and when stopped, it writes an atomic
+checkpoint (``{"agent": SAC.state_dict(), "counters": {...}}``, see :mod:`robosac.persist`).
+
+Progress is visible to the parent without locks through shared counters (:meth:`LearnerProcess.stats`):
+updates done, weights version, last publish/checkpoint time and a heartbeat.
+``LearnerSupervisor.check()`` (call it from the main loop, e.g. once a second) notices a learner that
+died (exit code set) or hung (heartbeat stale), counts and reports it, and restarts it from the last
+checkpoint: the update counter continues from the checkpoint and the weights version keeps rising.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Shared int64 counters.
+I_UPDATES, I_VERSION, I_CHECKPOINTS, I_RESUMED_FROM, I_PID, I_TRANSITIONS, I_PUBLISHES = range(7)
+# Shared float64 counters (time.monotonic(), system-wide on Linux).
+F_HEARTBEAT, F_LAST_PUBLISH, F_LAST_CHECKPOINT, F_STARTED = range(4)
+
+
+@dataclass
+class LearnerConfig:
+    """How the learner process trains; SAC's own hyper-parameters are in ``SACConfig``."""
+
+    batch_size: int = 256
+    learning_starts: int = 1000  # transitions in the replay before the first update
+    max_updates_per_step: float = 1.0  # updates <= this x transitions written
+    publish_every: int = 10  # updates between weight publications
+    checkpoint_every_s: float = 60.0
+    threads: int = 1  # torch intra-op threads in the learner
+    nice: int = 0  # added to the learner's niceness (>0 yields the CPU to the control loop)
+    seed: int = 0
+    device: str = "cpu"
+    idle_sleep_s: float = 0.001  # sleep when warm-up or the update cap holds the learner back
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.publish_every < 1 or self.threads < 1:
+            raise ValueError("batch_size, publish_every and threads must be >= 1")
+        if self.max_updates_per_step <= 0:
+            raise ValueError(f"max_updates_per_step must be > 0, got {self.max_updates_per_step}")
+        if self.checkpoint_every_s <= 0:
+            raise ValueError(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
+
+
+def _learner_main(
+    replay_name: str,
+    weights_name: str,
+    observation_space: Any,
+    action_space: Any,
+    sac_config: Any,
+    cfg: LearnerConfig,
+    checkpoint_path: str,
+    resume_from: str | None,
+    stop: Any,
+    ints: Any,
+    floats: Any,
+) -> None:
+    """The child process: attach, build, (resume,) train until ``stop`` is set, checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which sets ``stop``
+    if cfg.nice:
+        os.nice(cfg.nice)
+    import torch
+
+    from robosac.persist import load_checkpoint, save_checkpoint
+    from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
+    from robosac.sac.sac import SAC
+
+    torch.set_num_threads(cfg.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    replay = SharedReplay.attach(replay_name)
+    weights = WeightStore.attach(weights_name)
+    try:
+        agent = SAC(observation_space, action_space, sac_config, device=cfg.device, seed=cfg.seed)
+        if resume_from is not None:
+            ck = load_checkpoint(resume_from)
+            agent.load_state_dict(ck["agent"])
+        ints[I_RESUMED_FROM] = agent.updates if resume_from is not None else -1
+        ints[I_UPDATES] = agent.updates
+        ints[I_PID] = os.getpid()
+        rng = np.random.default_rng([cfg.seed, agent.updates])
+
+        def publish() -> None:
+            ints[I_VERSION] = weights.publish(actor_state(agent), updates=agent.updates)
+            ints[I_PUBLISHES] += 1
+            floats[F_LAST_PUBLISH] = time.monotonic()
+
+        def checkpoint() -> None:
+            counters = {"updates": agent.updates, "transitions": replay.written, "weights_version": weights.version}
+            save_checkpoint({"agent": agent.state_dict(), "counters": counters}, checkpoint_path)
+            ints[I_CHECKPOINTS] += 1
+            floats[F_LAST_CHECKPOINT] = time.monotonic()
+
+        publish()  # the collector acts with exactly the learner's (initial or resumed) policy
+        last_ckpt = time.monotonic()
+        floats[F_HEARTBEAT] = last_ckpt
+        while not stop.is_set():
+            now = time.monotonic()
+            floats[F_HEARTBEAT] = now
+            n = replay.written
+            ints[I_TRANSITIONS] = n
+            if now - last_ckpt >= cfg.checkpoint_every_s:
+                checkpoint()
+                last_ckpt = time.monotonic()
+            if n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
+                time.sleep(cfg.idle_sleep_s)
+                continue
+            agent.update(replay.sample(cfg.batch_size, rng, device=agent.device))
+            ints[I_UPDATES] = agent.updates
+            if agent.updates % cfg.publish_every == 0:
+                publish()
+        publish()
+        checkpoint()
+    finally:
+        replay.close()
+        weights.close()
+
+
+class LearnerProcess:
+    """The learner in a ``spawn``-ed process; the parent owns the shared segments and this handle."""
+
+    def __init__(
+        self,
+        replay_name: str,
+        weights_name: str,
+        observation_space: Any,
+        action_space: Any,
+        checkpoint_path: str | os.PathLike,
+        sac_config: Any = None,
+        config: LearnerConfig | None = None,
+    ):
+        from robosac.sac.sac import SACConfig
+
+        self.replay_name, self.weights_name = replay_name, weights_name
+        self.observation_space, self.action_space = observation_space, action_space
+        self.checkpoint_path = str(checkpoint_path)
+        self.sac_config = sac_config or SACConfig()
+        self.config = config or LearnerConfig()
+        self.ctx = mp.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self._ints = self.ctx.RawArray("q", 8)
+        self._floats = self.ctx.RawArray("d", 4)
+        self.process: mp.process.BaseProcess | None = None
+
+    def start(self, resume_from: str | os.PathLike | None = None) -> "LearnerProcess":
+        """Start the process; ``resume_from`` a checkpoint path to continue from it."""
+        if self.process is not None and self.process.is_alive():
+            raise RuntimeError("learner already running")
+        if resume_from is not None and not Path(resume_from).exists():
+            raise FileNotFoundError(f"no checkpoint to resume from: {resume_from}")
+        self.stop_event.clear()
+        self._floats[F_STARTED] = time.monotonic()
+        self._floats[F_HEARTBEAT] = 0.0
+        self.process = self.ctx.Process(
+            target=_learner_main,
+            args=(
+                self.replay_name, self.weights_name, self.observation_space, self.action_space, self.sac_config,
+                self.config, self.checkpoint_path, None if resume_from is None else str(resume_from),
+                self.stop_event, self._ints, self._floats,
+            ),
+            name="robosac-learner",
+            daemon=True,
+        )
+        self.process.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Ask the loop to finish (final publish + checkpoint); kill it if it does not within ``timeout``."""
+        if self.process is None:
+            return None
+        self.stop_event.set()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            log.warning("learner did not stop within %.1f s; killing it", timeout)
+            self.kill()
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(5.0)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def started_beating(self) -> bool:
+        """The current process has finished start-up (built SAC, resumed) and entered its loop."""
+        return self._floats[F_HEARTBEAT] >= self._floats[F_STARTED]
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        i, f = self._ints, self._floats
+        return {
+            "alive": self.process is not None and self.process.is_alive(),
+            "exitcode": None if self.process is None else self.process.exitcode,
+            "updates": int(i[I_UPDATES]),
+            "transitions": int(i[I_TRANSITIONS]),
+            "weights_version": int(i[I_VERSION]),
+            "publishes": int(i[I_PUBLISHES]),
+            "checkpoints": int(i[I_CHECKPOINTS]),
+            "resumed_from_updates": int(i[I_RESUMED_FROM]),
+            "heartbeat_age_s": now - f[F_HEARTBEAT] if self.started_beating else None,
+            "since_publish_s": now - f[F_LAST_PUBLISH] if f[F_LAST_PUBLISH] else None,
+            "since_checkpoint_s": now - f[F_LAST_CHECKPOINT] if f[F_LAST_CHECKPOINT] else None,
+        }
+
+
+@dataclass
+class LearnerSupervisor:
+    """Parent-side watchdog: ``check()`` restarts a dead or hung learner from its last checkpoint."""
+
+    learner: LearnerProcess
+    heartbeat_timeout_s: float = 5.0  # loop silent this long (after start-up) = hung
+    startup_timeout_s: float = 60.0  # spawn + import torch + build SAC + resume
+    restarts: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def check(self) -> str | None:
+        """None if healthy (or deliberately stopped); else restart and return what happened."""
+        lp = self.learner
+        p = lp.process
+        if p is None or lp.stop_event.is_set():
+            return None
+        now = time.monotonic()
+        reason = None
+        if p.exitcode is not None:
+            code = p.exitcode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            reason = f"learner process {p.pid} {how}"
+        elif not lp.started_beating:
+            if now - lp._floats[F_STARTED] > self.startup_timeout_s:
+                reason = f"learner process {p.pid} did not start within {self.startup_timeout_s:.0f} s"
+        elif now - lp._floats[F_HEARTBEAT] > self.heartbeat_timeout_s:
+            reason = f"learner process {p.pid} heartbeat stale for {now - lp._floats[F_HEARTBEAT]:.1f} s"
+        if reason is None:
+            return None
+        lp.kill()
+        resume = lp.checkpoint_path if Path(lp.checkpoint_path).exists() else None
+        lp.start(resume_from=resume)
+        self.restarts += 1
+        msg = f"{reason}; restart {self.restarts} from {resume or 'scratch (no checkpoint yet)'}"
+        self.messages.append(msg)
+        log.warning(msg)
+        return msg
