@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 
@@ -54,3 +57,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(obj, dict) or "agent" not in obj:
         raise CheckpointError(f"checkpoint {path} is not a robosac checkpoint (no 'agent' entry)")
     return obj
+
+
+def capture_rng_state(numpy_generators: Mapping[str, np.random.Generator]) -> dict[str, Any]:
+    """Python ``random``, the given numpy generators and torch's CPU RNG, as ``weights_only``-safe values.
+
+    numpy's bit-generator state holds 128-bit integers, so it is kept as a JSON string; Python's
+    Mersenne-Twister state as plain lists of ints; torch's as its uint8 tensor.
+    """
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {name: json.dumps(gen.bit_generator.state) for name, gen in numpy_generators.items()},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any], numpy_generators: Mapping[str, np.random.Generator]) -> None:
+    """Inverse of :func:`capture_rng_state`; raises CheckpointError if a generator is missing or foreign."""
+    try:
+        py = state["python"]
+        random.setstate((int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss_next"]))
+        for name, gen in numpy_generators.items():
+            gen.bit_generator.state = json.loads(state["numpy"][name])
+        torch.set_rng_state(state["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint RNG state is missing or unusable: {type(exc).__name__}: {exc}") from exc

@@ -56,8 +56,8 @@ class Replay:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool) -> None:
-        """Store one transition; ``obs``/``next_obs`` as the env emitted them."""
+    def add(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool) -> int:
+        """Store one transition; ``obs``/``next_obs`` as the env emitted them. Returns its slot."""
         i = self.cursor
         for prefix, o in (("obs", obs), ("next_obs", next_obs)):
             for key, value in canonical_obs(o, self.spec).items():
@@ -67,6 +67,21 @@ class Replay:
         self.arrays["terminated"][i] = float(terminated)
         self.cursor = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        return i
+
+    def add_arrays(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Store N transitions given in the canonical layout of ``arrays`` (keys as there), in order.
+
+        Used to refill the ring from disk (:class:`robosac.runtime.replay_store.ReplayStore`); when
+        N exceeds the capacity only the newest ``capacity`` rows are kept, as FIFO order would.
+        """
+        n = len(batch["reward"])
+        start = max(0, n - self.capacity)
+        idx = (self.cursor + np.arange(n - start)) % self.capacity
+        for key, array in self.arrays.items():
+            array[idx] = batch[key][start:]
+        self.cursor = int((self.cursor + n - start) % self.capacity)
+        self.size = min(self.size + n - start, self.capacity)
 
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
         """Uniform batch: {"obs": {...}, "action" (B, A), "reward" (B,), "next_obs": {...}, "terminated" (B,)}."""

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robosac.persist import save_checkpoint
+from robosac.persist import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.perf import keep_freed_memory
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig
@@ -37,10 +38,14 @@ class TrainConfig:
     eval_episodes: int = 10
     log_every: int = 500  # env steps between training-statistics lines
     torch_threads: int | None = None  # None: leave torch's default
+    checkpoint_every: int = 1_000  # env steps between checkpoints (and one at the end)
+    replay_flush_every: int = 1_000  # transitions between replay-chunk writes ...
+    replay_flush_interval_s: float = 10.0  # ... or seconds, whichever comes first
     sac: SACConfig = field(default_factory=SACConfig)
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "updates_per_step", "replay_capacity", "eval_episodes", "log_every"):
+        for name in ("steps", "batch_size", "updates_per_step", "replay_capacity", "eval_episodes", "log_every",
+                     "checkpoint_every", "replay_flush_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_starts < 0:
@@ -61,21 +66,44 @@ def evaluate(agent: SAC, env: gym.Env, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+class ResumeError(ValueError):
+    """A run cannot be resumed: no checkpoint, or one (or replay chunks) that does not fit this run."""
+
+
+# TrainConfig fields a resumed run may change; everything else must equal the checkpoint's.
+RESUMABLE_CHANGES = ("steps", "eval_episodes", "log_every", "torch_threads", "checkpoint_every",
+                     "replay_flush_every", "replay_flush_interval_s")
+
+
 def train(
     make_env: Callable[[], gym.Env],
     cfg: TrainConfig,
     out_dir: str | Path,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train SAC on ``make_env()`` for ``cfg.steps`` env steps; returns the summary dict.
+    """Train SAC on ``make_env()`` until ``cfg.steps`` env steps in total; returns the summary dict.
 
-    Writes ``metrics.jsonl`` (one JSON object per line: episodes, training statistics, the final
-    evaluation) and ``checkpoint.pt`` (agent incl. optimizers and alpha, written atomically) to
-    ``out_dir``.
+    Writes to ``out_dir``: ``metrics.jsonl`` (appended; one JSON object per line: config, episodes,
+    training statistics, checkpoints, resumes, the final evaluation), ``replay/chunk_*.npz`` (every
+    transition, flushed atomically every ``cfg.replay_flush_every`` transitions or
+    ``cfg.replay_flush_interval_s`` seconds) and ``checkpoint.pt`` (agent incl. optimizers and
+    alpha, RNG states, loop counters, config; written atomically every ``cfg.checkpoint_every``
+    env steps, after a replay flush, and at the end).
+
+    ``resume=True`` continues the run in ``out_dir`` (e.g. after ``kill -9``): the agent and RNG
+    states come from the checkpoint, the replay from the chunks — all of them, so transitions
+    flushed after the last checkpoint are kept and counted: the env-step counter continues from the
+    last transition on disk, while the agent's updates since the checkpoint are lost. The
+    interrupted episode is not continued (an env cannot be saved): resume starts a fresh episode,
+    and the episode counter counts the cut one too. Raises :class:`ResumeError` if there is
+    nothing to resume or it does not fit (other spaces or settings, corrupt files); a fresh run
+    refuses a directory that already holds one.
     """
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, replay_dir = out / "checkpoint.pt", out / "replay"
     keep_freed_memory()
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -83,24 +111,54 @@ def train(
     env.action_space.seed(cfg.seed)
     agent = SAC(env.observation_space, env.action_space, cfg.sac, seed=cfg.seed)
     replay = Replay(agent.spec, env.action_space.shape[0], min(cfg.replay_capacity, cfg.steps), seed=cfg.seed)
+    store = ReplayStore.for_replay(replay_dir, replay, flush_every=cfg.replay_flush_every,
+                                   flush_interval_s=cfg.replay_flush_interval_s, keep_last=replay.capacity)
+    spaces = {"observation": str(env.observation_space), "action": str(env.action_space)}
+    generators = {"replay": replay.rng, "action_space": env.action_space.np_random}
 
-    metrics = (out / "metrics.jsonl").open("a", buffering=1)
+    start_step, episode, resumed = 0, 0, None
+    if resume:
+        resumed = _resume(ckpt_path, store, agent, replay, cfg, spaces, generators)
+        start_step, episode = resumed["step"], resumed["episode"]
+    elif ckpt_path.exists() or store.chunk_paths():
+        raise ResumeError(f"{out} already holds a run (checkpoint.pt or replay chunks): pass --resume to continue it, or choose another --out")
+
+    metrics_path = out / "metrics.jsonl"
+    _drop_partial_last_line(metrics_path)  # a kill -9 can cut the last line short
+    metrics = metrics_path.open("a", buffering=1)
 
     def log(kind: str, **values: Any) -> None:
         metrics.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
 
-    log("config", config=_jsonable(asdict(cfg)))
-    obs, _ = env.reset(seed=cfg.seed)
-    episode, ep_return, ep_len, last_return = 0, 0.0, 0, float("nan")
+    def checkpoint(step: int) -> None:
+        store.flush()  # the checkpoint never refers to transitions that are not on disk
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT,
+            "agent": agent.state_dict(),
+            "step": step,
+            "loop": {"step": step, "episode": episode, "updates": agent.updates},
+            "rng": capture_rng_state(generators),
+            "spaces": spaces,
+            "train_config": _jsonable(asdict(cfg)),
+        }, ckpt_path)
+
+    if resumed is None:
+        log("config", config=_jsonable(asdict(cfg)))
+    else:
+        log("resume", step=start_step, **{k: v for k, v in resumed.items() if k != "step"}, config=_jsonable(asdict(cfg)))
+    # A resumed run starts a fresh episode, seeded apart from the episodes before the crash.
+    obs, _ = env.reset(seed=cfg.seed + start_step)
+    ep_return, ep_len, last_return = 0.0, 0, float("nan")
     stats: dict[str, float] = {}
     update_time, window_updates, window_time = 0.0, 0, 0.0
     start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, unit="step", dynamic_ncols=True)
-    for step in range(cfg.steps):
+    bar = tqdm(total=cfg.steps, initial=min(start_step, cfg.steps), disable=not progress, file=sys.stderr, unit="step", dynamic_ncols=True)
+    for step in range(start_step, cfg.steps):
         action = env.action_space.sample() if step < cfg.learning_starts else agent.act(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         # Store `terminated` only: a time-limit cut is not a terminal state, so targets bootstrap.
-        replay.add(obs, action, float(reward), next_obs, terminated)
+        slot = replay.add(obs, action, float(reward), next_obs, terminated)
+        store.append({k: v[slot] for k, v in replay.arrays.items()}, step=step, episode=episode, episode_end=terminated or truncated)
         ep_return += float(reward)
         ep_len += 1
         obs = next_obs
@@ -123,14 +181,18 @@ def train(
             log("train", step=step + 1, updates=agent.updates, updates_per_s=ups, **stats)
             window_updates, window_time = 0, 0.0
             bar.set_postfix(ret=f"{last_return:.1f}", alpha=f"{stats.get('alpha', agent.alpha):.3f}", ups=f"{ups:.0f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            checkpoint(step + 1)
+            log("checkpoint", step=step + 1, updates=agent.updates)
         bar.update(1)
     bar.close()
     train_time = time.perf_counter() - start
+    final_step = max(cfg.steps, start_step)
 
-    save_checkpoint({"agent": agent.state_dict(), "step": cfg.steps, "train_config": _jsonable(asdict(cfg))}, out / "checkpoint.pt")
+    checkpoint(final_step)
     returns = evaluate(agent, eval_env, cfg.eval_episodes, seed=cfg.seed + 1_000_000)
     summary = {
-        "steps": cfg.steps,
+        "steps": final_step,
         "seed": cfg.seed,
         "episodes": episode,
         "updates": agent.updates,
@@ -138,15 +200,70 @@ def train(
         "eval_return_std": float(np.std(returns)),
         "eval_episodes": len(returns),
         "updates_per_s": agent.updates / update_time if update_time else 0.0,
-        "env_steps_per_s": cfg.steps / train_time,
+        "env_steps_per_s": (final_step - start_step) / train_time if train_time else 0.0,
         "train_wall_s": train_time,
+        "resumed_from": None if resumed is None else start_step,
         "out": str(out),
     }
-    log("eval", step=cfg.steps, returns=returns, **summary)
+    log("eval", step=final_step, returns=returns, **summary)
     metrics.close()
     env.close()
     eval_env.close()
     return summary
+
+
+CHECKPOINT_FORMAT = 2
+
+
+def _resume(
+    ckpt_path: Path, store: ReplayStore, agent: SAC, replay: Replay, cfg: TrainConfig,
+    spaces: dict[str, str], generators: dict[str, np.random.Generator],
+) -> dict[str, Any]:
+    """Load checkpoint and replay chunks into ``agent``/``replay``; returns where to continue."""
+    if not ckpt_path.exists():
+        raise ResumeError(f"nothing to resume: no checkpoint {ckpt_path} (run without --resume to start a new run)")
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except CheckpointError as exc:
+        raise ResumeError(str(exc)) from exc
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "loop" not in ckpt or "rng" not in ckpt:
+        raise ResumeError(f"checkpoint {ckpt_path} cannot be resumed: it has no loop/RNG state (format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT})")
+    if ckpt.get("spaces") != spaces:
+        raise ResumeError(f"checkpoint {ckpt_path} was saved for other env spaces: saved {ckpt.get('spaces')}, this env {spaces}")
+    saved, mine = ckpt.get("train_config", {}), _jsonable(asdict(cfg))
+    diff = {k: (saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine))
+            if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k)}
+    if diff:
+        raise ResumeError(f"checkpoint {ckpt_path} was saved with other settings (saved, now): {diff}; pass the original run's options")
+    try:
+        agent.load_state_dict(ckpt["agent"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ResumeError(f"checkpoint {ckpt_path} does not fit this agent: {exc}") from exc
+    try:
+        restore_rng_state(ckpt["rng"], generators)
+        info = store.restore(replay)
+    except (CheckpointError, ReplayStoreError) as exc:
+        raise ResumeError(str(exc)) from exc
+    ckpt_step = int(ckpt["loop"]["step"])
+    if info["next_step"] < ckpt_step:
+        raise ResumeError(f"replay chunks in {store.directory} end at env step {info['next_step']}, before the checkpoint's {ckpt_step}: chunks are missing")
+    return {
+        "step": info["next_step"],
+        "episode": info["last_episode"] + 1,
+        "checkpoint_step": ckpt_step,
+        "replay_transitions": info["transitions"],
+        "updates": agent.updates,
+    }
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """Cut a last line without its newline (a write cut short by a crash) off ``path``."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _jsonable(value: Any) -> Any:
