@@ -13,6 +13,7 @@ import json
 BENCHES: dict[str, str] = {
     "learner": "robosac.sac.bench:bench_learner",
     "bus": "robosac.hal.bench:bench_bus",
+    "loop": "robosac.runtime.bench:bench_loop_cli",
 }
 
 

@@ -1,0 +1,199 @@
+"""`robosac bench loop`: the claw on the running twin at a fixed rate with SAC learning beside it.
+
+Two designs, same robot, same policy network:
+- async: the collector thread acts with the newest published weights while a learner PROCESS
+  updates flat out from the shared-memory replay (1 torch thread each, so on 2 cores neither
+  starves the other);
+- sequential: one SAC update inside each control period (what a single loop does).
+Reported (JSON): |deadline jitter| p50/p99/max, overruns, observation-to-action latency, learner
+updates/s, weight staleness (age of the weights in use, and publish-to-pickup delay).
+
+The twin runs as its own process (`robosac twin`), as the robot would be its own hardware.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bench_loop", "TwinProcess"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TwinProcess:
+    """`robosac twin CONFIG` in a subprocess; .serial and .cameras from its printed lines."""
+
+    def __init__(self, config: str | Path) -> None:
+        env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "robosac.cli", "twin", str(config), "--report-s", "0"],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT)
+        lines: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while "state" not in lines:
+            line = self.proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("robosac twin did not start")
+            k, _, v = line.partition(": ")
+            lines.setdefault(k, v.strip())
+        self.serial, self.camera = lines["serial"], lines.get("camera")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _set_realtime() -> str:
+    """Try SCHED_FIFO for the calling thread; say what was done (users may lack the permission)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))  # 0 = this thread on Linux
+        return "SCHED_FIFO 50"
+    except (AttributeError, PermissionError, OSError) as e:
+        return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
+
+
+def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async", pixels: bool = True,
+               image_size: int = 64, publish_every: int = 1, realtime: bool = True) -> dict[str, Any]:
+    import gymnasium as gym
+    import torch
+
+    import robosac  # noqa: F401 - env ids
+    from robosac.config import load_config
+    from robosac.runtime.collector import Collector, percentiles
+    from robosac.runtime.learner import LearnerConfig, LearnerProcess
+    from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
+    from robosac.sac.replay import Replay
+    from robosac.sac.sac import SAC
+    from robosac.sac.spaces import parse_obs_space
+
+    if mode not in ("async", "sequential"):
+        raise ValueError(f"mode: invalid value {mode!r}; allowed: async, sequential")
+    torch.set_num_threads(1)  # the collector's inference; more threads only add jitter here
+    cfg = load_config(ROOT / "hardware_configs" / "claw.yaml")
+    cfg = replace(cfg, control=replace(cfg.control, rate_hz=rate_hz, episode_s=max(seconds * 2, 10.0)))
+    twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml")
+    env = None
+    tmp = tempfile.TemporaryDirectory()
+    learner = replay = weights = None
+    try:
+        env = gym.make("robosac/ClawValveTurn-v0", backend="hardware", config=cfg, port=twin.serial,
+                       camera_source=twin.camera, pixels=pixels, image_size=(image_size, image_size),
+                       bus_settings={"margin_ms": 20.0})
+        agent = SAC(env.observation_space, env.action_space, seed=0)
+        spec = parse_obs_space(env.observation_space)
+        act_dim = env.action_space.shape[0]
+        pickups: list[float] = []
+        ages: list[float] = []
+        state = {"version": 0, "publish_time": time.monotonic()}
+        batch = 128
+        if mode == "async":
+            replay = SharedReplay.create(spec, act_dim, capacity=20_000)
+            weights = WeightStore.create(actor_state(agent))
+            learner = LearnerProcess(replay.name, weights.name, env.observation_space, env.action_space,
+                                     Path(tmp.name) / "learner.pt",
+                                     config=LearnerConfig(batch_size=batch, learning_starts=batch, max_updates_per_step=1000.0,
+                                                          publish_every=publish_every, checkpoint_every_s=3600.0, threads=1))
+            learner.start()
+
+            def act(obs):
+                got = weights.latest(state["version"])
+                now = time.monotonic()
+                if got is not None:
+                    v, sd = got
+                    load_actor_state(agent, sd)
+                    state["version"], state["publish_time"] = v, weights.last_meta["publish_time"]
+                    pickups.append(now - state["publish_time"])
+                ages.append(now - state["publish_time"])
+                return agent.act(obs), state["version"]
+
+            def sink(t):
+                replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version)
+        else:
+            local = Replay(spec, act_dim, capacity=20_000, seed=0)
+
+            def act(obs):
+                if len(local) >= batch:
+                    agent.update(local.sample(batch))
+                    state["version"] += 1
+                return agent.act(obs), state["version"]
+
+            def sink(t):
+                local.add(t.obs, t.action, t.reward, t.next_obs, t.terminated)
+
+        n_steps = int(seconds * rate_hz)
+        col = Collector(env, act, sink, max_steps=n_steps, seed=0)
+        sched = {"policy": "not requested"}
+        if realtime:
+            col_run = col._run
+
+            def run_rt() -> None:
+                sched["policy"] = _set_realtime()
+                col_run()
+
+            col._run = run_rt  # type: ignore[method-assign]
+        t0 = time.monotonic()
+        u0 = 0
+        col.start()
+        # Warm-up excluded from the learner rate: count from when updates begin.
+        while col.running:
+            time.sleep(0.5)
+            if learner is not None and u0 == 0 and learner.stats()["updates"] > 0:
+                u0, t0 = learner.stats()["updates"], time.monotonic()
+        wall = time.monotonic() - t0
+        if col.error is not None:
+            raise RuntimeError(f"collector failed: {col.stats()['error']}")
+        st = col.stats()
+        if learner is not None:
+            ls = learner.stats()
+            updates, ups = ls["updates"], (ls["updates"] - u0) / max(wall, 1e-9)
+        else:
+            updates, ups = state["version"], state["version"] / max(wall, 1e-9)
+        # Drop the first second: start-up (first frames, first weights) is not the steady state.
+        skip = int(rate_hz)
+        return {
+            "mode": mode,
+            "rate_hz": rate_hz,
+            "seconds": seconds,
+            "pixels": [image_size, image_size, 3] if pixels else None,
+            "steps": st["steps"],
+            "overruns": st["overruns"],
+            "jitter_ms": {k: 1000 * v for k, v in percentiles(col.late_s[skip:]).items()},
+            "obs_to_action_ms": {k: 1000 * v for k, v in percentiles(col.obs_to_action_s[skip:]).items()},
+            "act_ms": {k: 1000 * v for k, v in percentiles(col.act_s[skip:]).items()},
+            "learner_updates": updates,
+            "learner_updates_per_s": ups,
+            "weights_age_s": percentiles(ages[skip:]) if ages else None,
+            "weights_pickup_delay_s": percentiles(pickups) if pickups else None,
+            "collector_scheduling": sched["policy"],
+            "cores": os.cpu_count(),
+        }
+    finally:
+        if learner is not None:
+            learner.stop(10)
+        for shm in (replay, weights):
+            if shm is not None:
+                shm.close()
+        if env is not None:
+            env.close()
+        twin.stop()
+        tmp.cleanup()
+
+
+def bench_loop_cli(args: Any) -> dict[str, Any]:
+    """`robosac bench loop --seconds S`: the asynchronous design, then the sequential one, each for S s."""
+    return {"async": bench_loop(seconds=args.seconds), "sequential": bench_loop(seconds=args.seconds, mode="sequential")}
