@@ -149,9 +149,12 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
         t0 = time.monotonic()
         u0 = 0
         col.start()
+        t_end = time.monotonic() + seconds + 5.0  # + start-up; a slow (sequential) loop is cut at the time
         # Warm-up excluded from the learner rate: count from when updates begin.
         while col.running:
             time.sleep(0.5)
+            if time.monotonic() > t_end:
+                col.stop()
             if learner is not None and u0 == 0 and learner.stats()["updates"] > 0:
                 u0, t0 = learner.stats()["updates"], time.monotonic()
         wall = time.monotonic() - t0
