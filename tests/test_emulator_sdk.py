@@ -177,6 +177,12 @@ def test_from_config_and_counters() -> None:
                 sr.addParam(i)
             c.reset_counters()
             assert sr.fastSyncRead() == COMM_SUCCESS
+            # The emulator counts a reply's bytes after writing them: the host can have the whole
+            # reply before the count lands, so wait for it (this raced about once in ten runs).
+            want_tx = 8 + len(cfg.ids) * (10 + 4)
+            deadline = time.monotonic() + 2.0
+            while c.stats()["tx_bytes"] < want_tx and time.monotonic() < deadline:
+                time.sleep(0.001)
             st = c.stats()
             assert st["rx_bytes"] == 14 + len(cfg.ids)  # 10 header/len/inst/crc + 4 params + ids
             assert st["tx_bytes"] == 8 + len(cfg.ids) * (10 + 4) + 0  # header..inst, parts

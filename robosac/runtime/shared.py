@@ -150,6 +150,19 @@ class SharedReplay:
         a["policy_version"][i] = policy_version
         self._counter[0] = n + 1  # publish only once the row is complete
 
+    def add_row(self, row: Mapping[str, np.ndarray]) -> None:
+        """Store one transition given in the layout of ``arrays`` (e.g. a row read back from disk)."""
+        n = int(self._counter[0])
+        i = n % self.capacity
+        for k, a in self.arrays.items():
+            a[i] = row[k]
+        self._counter[0] = n + 1
+
+    def row(self, position: int) -> dict[str, np.ndarray]:
+        """Copies of the fields of the transition written at ``position`` (0-based, ever)."""
+        i = position % self.capacity
+        return {k: a[i].copy() for k, a in self.arrays.items()}
+
     # ---- reader ---------------------------------------------------------------------------------
 
     def _safe_lo(self, n: int) -> int:
