@@ -572,3 +572,16 @@ def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(cl
     joint.move_to(math.pi + hi + 0.2)
     with pytest.raises(ConfigMismatchError, match="f0_top.*outside its limits"):
         bus.enable_torque([1])
+
+
+def test_enable_torque_after_a_host_pause_longer_than_the_watchdog(claw) -> None:
+    """Servos whose Bus Watchdog expired refuse goal writes (Range Error); enabling torque (goal =
+    present first) must clear and re-arm it, as the goal sync write does."""
+    cfg, chain, bus = claw
+    q = np.zeros(len(cfg.servos))
+    _settle(bus, q, 0.1)
+    time.sleep(cfg.bus.watchdog_ms / 1000 + 0.05)
+    assert _servo(chain, 2, "bus_watchdog") in (-1, 255, 0xFF)  # expired (reads -1)
+    bus.read_state()
+    bus.enable_torque([2])
+    assert _servo(chain, 2, "bus_watchdog") == cfg.bus.watchdog_ms // 20 and _servo(chain, 2, "torque_enable") == 1

@@ -87,7 +87,7 @@ class RobotEnv(gym.Env):
                 robot = SimRobot(cfg, seed=sim_seed, image_size=self.image_size)
             else:
                 robot = HardwareRobot(cfg, port=port, camera_source=camera_source,
-                                      use_camera=self.pixels or cfg.tracker is not None, **(bus_settings or {}))
+                                      use_camera=self.pixels or cfg.tracker is not None or render_mode == "rgb_array", **(bus_settings or {}))
         self.robot = robot
         self.metadata = {**self.metadata, "render_fps": cfg.control.rate_hz}
 

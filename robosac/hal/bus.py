@@ -685,6 +685,9 @@ class ServoBus:
     def enable_torque(self, ids: Iterable[int] | None = None) -> None:
         """Torque on (goal = present first) for `ids` (default: all configured)."""
         with self._lock:
+            # After a pause longer than the Bus Watchdog, servos with torque on refuse goal writes
+            # (Range Error) until it is cleared: re-arm first, as write_goal_positions does.
+            self._maybe_rearm_watchdog()
             for sid in self.ids if ids is None else ids:
                 self._hold_here(sid)
                 self.write_raw(sid, _TORQUE_ENABLE, [1])

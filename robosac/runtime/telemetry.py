@@ -90,8 +90,8 @@ def evaluate(
     seed: int = 10_000,
     video_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run `episodes` episodes with `act` (deterministic policy); returns returns, success rate and
-    the video path. Frames come from env.render() (the env must have render_mode="rgb_array")."""
+    """Run `episodes` episodes with `act` (deterministic policy); returns returns, success rate (the
+    last step's info["success"]) and the video path. Frames come from env.render() (the env must have render_mode="rgb_array")."""
     returns, successes, frames = [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -101,7 +101,7 @@ def evaluate(
                 frames.append(env.render())
             obs, r, term, trunc, info = env.step(act(obs))
             total += float(r)
-            success = success or bool(info.get("success", False))
+            success = bool(info.get("success", False))  # at the episode's end, as ROBEL scores it
             done = term or trunc
         returns.append(total)
         successes.append(success)

@@ -1,4 +1,10 @@
-"""`robosac train TARGET`: train SAC and print a one-line JSON summary as the last stdout line."""
+"""`robosac train TARGET`: train SAC and print a one-line JSON summary as the last stdout line.
+
+TARGET is a plain Gymnasium id (e.g. Pendulum-v1: the synchronous loop in robosac/sac/train.py), a
+robosac env id (`robosac/ClawValveTurn-v0`, default `--backend sim`), or a hardware config YAML
+(e.g. hardware_configs/claw.yaml: `--backend hardware` on the robot at the config's port, or on the
+twin with `--twin`). Robot envs train asynchronously (robosac/runtime/run.py): a collector thread at
+the control rate and a learner process."""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
@@ -32,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"env steps between checkpoints, besides the one at the end (default {d.checkpoint_every})")
     p.add_argument("--replay-flush-every", type=int, default=d.replay_flush_every,
                    help=f"transitions between replay-chunk writes (also every {d.replay_flush_interval_s:g} s; default {d.replay_flush_every})")
+    p.add_argument("--backend", choices=("sim", "hardware"), default=None,
+                   help="robot envs: sim (MuJoCo directly; default for env ids) or hardware (default for a config YAML)")
+    p.add_argument("--twin", action="store_true", help="hardware backend on the real-time twin: start `robosac twin CONFIG` and use its port and camera")
+    p.add_argument("--port", default=None, help="hardware backend: serial port (default: the config's)")
+    p.add_argument("--camera", default=None, help="hardware backend: camera source (default: the config's)")
+    p.add_argument("--pixels", action="store_true", help="robot envs: add camera images to the observation")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
                    help="continue the run in DIR (default: --out) from its checkpoint and replay chunks, up to --steps in total; "
                         "pass the original run's options")
@@ -63,13 +76,76 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None and not Path(out).is_dir():
         print(f"robosac train: nothing to resume: {out} is not a directory", file=sys.stderr)
         return 2
+    robot = _robot_target(args.target)
+    if robot is not None or args.target.startswith("robosac/"):
+        return _run_robot(args, out, robot)
     if args.target not in gym.registry:
-        print(f"robosac train: unknown target {args.target!r}: not a registered Gymnasium env id", file=sys.stderr)
+        print(f"robosac train: unknown target {args.target!r}: not a registered Gymnasium env id or a hardware config", file=sys.stderr)
         return 2
     try:
         summary = train(lambda: gym.make(args.target), cfg, out, progress=not args.no_progress, resume=args.resume is not None)
     except (UnsupportedSpaceError, ResumeError, ValueError) as exc:
         print(f"robosac train: {exc}", file=sys.stderr)
         return 2
+    print(json.dumps({"target": args.target, **summary}), flush=True)
+    return 0
+
+
+# Hardware config name -> the task env trained on that robot.
+ROBOT_ENVS = {"claw": "robosac/ClawValveTurn-v0", "quadruped": "robosac/QuadrupedWalk-v0"}
+
+
+def _robot_target(target: str) -> Any:
+    """The RobotConfig if TARGET is a hardware config file, else None."""
+    if not target.endswith((".yaml", ".yml")):
+        return None
+    from robosac.config import load_config
+
+    return load_config(target)
+
+
+def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
+    from robosac.config import ConfigError
+    from robosac.runtime.run import RunConfig, RunError, train_async
+
+    if robot is not None:
+        env_id = ROBOT_ENVS.get(robot.name)
+        if env_id is None:
+            print(f"robosac train: no task for robot {robot.name!r} ({args.target}); known: {', '.join(ROBOT_ENVS)}", file=sys.stderr)
+            return 2
+        backend = args.backend or "hardware"
+    else:
+        env_id, backend = args.target, args.backend or "sim"
+        if env_id not in gym.registry:
+            print(f"robosac train: unknown env id {env_id!r}; robosac ids: {', '.join(ROBOT_ENVS.values())}", file=sys.stderr)
+            return 2
+    if args.twin and backend != "hardware":
+        print("robosac train: --twin runs the hardware backend on the twin; drop --backend sim", file=sys.stderr)
+        return 2
+    twin = None
+    kwargs: dict[str, Any] = {"backend": backend, "pixels": args.pixels, "render_mode": "rgb_array"}
+    if robot is not None:
+        kwargs["config"] = robot
+    if backend == "hardware":
+        if args.twin:
+            from robosac.runtime.bench import TwinProcess
+
+            twin = TwinProcess(args.target if robot is not None else "hardware_configs/claw.yaml")
+            kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
+        else:
+            kwargs.update(port=args.port, camera_source=args.camera)
+    cfg = RunConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, batch_size=args.batch_size,
+                    max_updates_per_step=float(args.updates_per_step), eval_episodes=args.eval_episodes, lr=args.lr,
+                    flush_every=args.replay_flush_every, wait_for_learner_slack=200 if backend == "sim" else None)
+    describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels}
+    try:
+        summary = train_async(lambda: gym.make(env_id, **kwargs), cfg, out, resume=args.resume is not None,
+                              describe=describe, progress=not args.no_progress)
+    except (RunError, ConfigError, ValueError) as exc:
+        print(f"robosac train: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if twin is not None:
+            twin.stop()
     print(json.dumps({"target": args.target, **summary}), flush=True)
     return 0

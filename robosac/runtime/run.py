@@ -1,0 +1,210 @@
+"""An asynchronous training run: collector thread + learner process + persistence + telemetry.
+
+`train_async(make_env, cfg, out_dir)` is what `robosac train` runs for robosac's robot envs (a
+hardware config, or `robosac/...` ids with `--backend sim`):
+
+    collector thread (this process)            learner process (spawned, 1 torch thread)
+      env.step at the control rate               SAC updates from the shared replay,
+      act with the newest published weights      capped per env step, after a warm-up
+      -> SharedReplay  -> ReplayStore (disk)     -> WeightStore (versioned) -> collector
+    main thread: supervises the learner (restart from its checkpoint if it dies), writes
+    TensorBoard scalars and the status line, and at the end evaluates (MP4) and plots.
+
+Run directory: run.json (what was trained), metrics.jsonl, replay/chunk_*.npz, learner.pt (the
+learner's atomic checkpoint: agent, counters), tb/ (TensorBoard), eval.mp4, learning_curve.png.
+`resume=True` refills the replay from the chunks and restarts the learner from learner.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["RunConfig", "train_async", "RunError"]
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue (nothing to resume, a run already there, a collector fault)."""
+
+
+@dataclass
+class RunConfig:
+    steps: int = 20_000  # env steps in total
+    seed: int = 0
+    learning_starts: int = 1_000  # random actions and no updates before this many transitions
+    batch_size: int = 256
+    max_updates_per_step: float = 1.0  # learner updates <= this x transitions collected
+    replay_capacity: int = 100_000
+    eval_episodes: int = 3
+    checkpoint_every_s: float = 30.0
+    log_every_s: float = 5.0
+    flush_every: int = 1000
+    flush_interval_s: float = 10.0
+    publish_every: int = 1
+    lr: float = 3e-4
+    # Sim backend only: the collector waits while the learner is more than this many updates behind
+    # max_updates_per_step x transitions (the fast sim would otherwise outrun learning). A robot's
+    # control loop never waits for the learner: leave it None there.
+    wait_for_learner_slack: int | None = None
+
+    def validate(self) -> None:
+        for k in ("steps", "batch_size", "replay_capacity", "flush_every", "publish_every"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: invalid value {getattr(self, k)!r}; allowed: an integer >= 1")
+        if self.learning_starts < self.batch_size:
+            raise ValueError(f"learning_starts ({self.learning_starts}) must be >= batch_size ({self.batch_size})")
+
+
+def train_async(
+    make_env: Callable[[], Any],
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    describe: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    import torch
+
+    from robosac.runtime.collector import Collector, percentiles
+    from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
+    from robosac.runtime.replay_store import ReplayStore
+    from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
+    from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve
+    from robosac.sac.sac import SAC, SACConfig
+    from robosac.sac.spaces import parse_obs_space
+
+    cfg.validate()
+    out = Path(out_dir)
+    ckpt = out / "learner.pt"
+    if resume and not ckpt.exists():
+        raise RunError(f"nothing to resume in {out}: no learner.pt")
+    if not resume and (ckpt.exists() or any((out / "replay").glob("chunk_*.npz"))):
+        raise RunError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # acting only; the learner has its own process
+    sac_cfg = SACConfig(actor_lr=cfg.lr, critic_lr=cfg.lr, alpha_lr=cfg.lr)
+    env = make_env()
+    tel = Telemetry(out)
+    metrics = (out / "metrics.jsonl").open("a", buffering=1)
+
+    def log(kind: str, **values: Any) -> None:
+        metrics.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+
+    replay = weights = learner = None
+    try:
+        agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
+        spec = parse_obs_space(env.observation_space)
+        replay = SharedReplay.create(spec, env.action_space.shape[0], cfg.replay_capacity)
+        store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},
+                            flush_every=cfg.flush_every, flush_interval_s=cfg.flush_interval_s, keep_last=cfg.replay_capacity)
+        step0 = episode0 = 0
+        if resume:
+            for _, chunk in store.iter_chunks():
+                rows = len(chunk["step"])
+                for i in range(rows):
+                    replay.add_row({k: chunk[k][i] for k in replay.arrays})
+                step0 = int(chunk["step"][-1]) + 1
+                episode0 = int(chunk["episode"][-1]) + 1
+            log("resume", step=step0, episode=episode0)
+        else:
+            (out / "run.json").write_text(json.dumps({**(describe or {}), "config": asdict(cfg)}, indent=1))
+            log("config", step=0, config=asdict(cfg), run=describe or {})
+        weights = WeightStore.create(actor_state(agent))
+        learner = LearnerProcess(
+            replay.name, weights.name, env.observation_space, env.action_space, ckpt, sac_cfg,
+            LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
+                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=1, seed=cfg.seed),
+        )
+        learner.start(resume_from=ckpt if resume else None)
+        supervisor = LearnerSupervisor(learner)
+        rng = np.random.default_rng([cfg.seed, step0])
+        env.action_space.seed(int(rng.integers(2**31)))
+        st = {"version": 0, "step": step0, "episode": episode0, "ret": 0.0, "success": False}
+
+        def act(obs: Any) -> tuple[np.ndarray, int]:
+            got = weights.latest(st["version"])
+            if got is not None:
+                load_actor_state(agent, got[1])
+                st["version"] = got[0]
+            if st["step"] < cfg.learning_starts:
+                return env.action_space.sample(), 0
+            if cfg.wait_for_learner_slack is not None:
+                want = cfg.max_updates_per_step * st["step"] - cfg.wait_for_learner_slack
+                while learner.stats()["updates"] < want and learner.process is not None and learner.process.is_alive():
+                    time.sleep(0.001)
+            return agent.act(obs), st["version"]
+
+        def sink(t: Any) -> None:
+            replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version)
+            end = t.terminated or t.truncated
+            store.append(replay.row(replay.written - 1), st["step"], st["episode"], end)
+            st["step"] += 1
+            st["ret"] += t.reward
+            st["success"] = bool(t.info.get("success", False))  # at the episode's end
+            if end:
+                safety = t.info.get("safety", {})
+                log("episode", step=st["step"], episode=st["episode"], ret=st["ret"], success=st["success"],
+                    safety_trips=safety.get("trips"), safety_stop=t.info.get("safety_stop"))
+                tel.scalars(st["step"], {"episode/return": st["ret"], "episode/success": float(st["success"]),
+                                         "safety/trips": safety.get("trips", 0), "safety/current_warn": safety.get("current_warn", 0),
+                                         "safety/rate_limits": safety.get("rate_limits", 0)})
+                st["episode"] += 1
+                st["ret"], st["success"] = 0.0, False
+
+        col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0).start()
+        t_log = time.monotonic()
+        u_last, t_last = 0, time.monotonic()
+        while col.running:
+            time.sleep(0.2)
+            msg = supervisor.check()
+            if msg:
+                log("learner_restart", step=st["step"], message=msg)
+            if time.monotonic() - t_log >= cfg.log_every_s:
+                t_log = time.monotonic()
+                ls, cs = learner.stats(), col.stats()
+                ups = (ls["updates"] - u_last) / max(t_log - t_last, 1e-9)
+                u_last, t_last = ls["updates"], t_log
+                figures = {"loop/jitter_p50_s": cs["jitter_s"]["p50"], "loop/jitter_p99_s": cs["jitter_s"]["p99"],
+                           "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
+                           "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
+                           "learner/updates_per_s": ups, "learner/weights_version": st["version"]}
+                tel.scalars(st["step"], figures)
+                log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
+                if progress:
+                    tel.line(st["step"], cfg.steps, {"episodes": st["episode"], "upd": ls["updates"], "upd/s": ups,
+                                                     "jitter p99 ms": 1000 * cs["jitter_s"]["p99"], "overruns": cs["overruns"]})
+        store.close()
+        learner.stop()
+        if col.error is not None:
+            log("error", step=st["step"], error=col.stats()["error"])
+            raise RunError(f"the collector stopped: {col.stats()['error']} (replay and learner checkpoint are saved; --resume continues)")
+        final = weights.latest(0)
+        if final is not None:
+            load_actor_state(agent, final[1])
+        ev = evaluate(env, lambda o: agent.act(o, deterministic=True), cfg.eval_episodes, seed=cfg.seed + 10_000,
+                      video_path=out / "eval.mp4" if getattr(env, "render_mode", None) == "rgb_array" else None)
+        cs = col.stats()
+        summary = {"steps": st["step"], "episodes": st["episode"], "updates": learner.stats()["updates"],
+                   "eval_return_mean": ev["return_mean"], "eval_success_rate": ev["success_rate"],
+                   "learner_restarts": supervisor.restarts, "loop_jitter_ms": {k: 1000 * v for k, v in cs["jitter_s"].items()},
+                   "overruns": cs["overruns"], "video": ev.get("video"), "out": str(out)}
+        log("eval", step=st["step"], eval_return_mean=ev["return_mean"], returns=ev["returns"], success_rate=ev["success_rate"])
+        metrics.flush()
+        summary["learning_curve"] = str(plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=str((describe or {}).get("target", ""))))
+        return summary
+    finally:
+        if learner is not None:
+            learner.stop(10)
+        for shm in (replay, weights):
+            if shm is not None:
+                shm.close()
+        metrics.close()
+        tel.close()
+        env.close()
