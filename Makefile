@@ -4,9 +4,12 @@ export MUJOCO_GL ?= egl
 
 .PHONY: demo test bench
 
+# Train the claw on the real-time twin (the same code path as the bench robot), ~6 min; each run
+# gets its own directory under runs/ (a run directory is never overwritten).
 demo:
 	bash tools/setup_venv.sh test
-	$(VENV)/bin/robosac train Pendulum-v1 --steps 10000 --seed 0 --lr 1e-3 --out runs/demo
+	$(VENV)/bin/robosac train hardware_configs/claw.yaml --twin --steps 3000 --learning-starts 500 \
+		--batch-size 128 --eval-episodes 2 --seed 0 --out runs/claw-$$(date +%Y%m%d-%H%M%S)
 
 test:
 	bash tools/setup_venv.sh test

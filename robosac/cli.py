@@ -14,6 +14,7 @@ import sys
 # Sub-command modules, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "robosac.sac.train_cli",
+    "robosac.runtime.eval_cli",
     "robosac.bench_cli",
     "sim.twin_cli",
     "robosac.hal.tools_cli",

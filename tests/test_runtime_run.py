@@ -63,6 +63,15 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     assert list(rows["step"]) == list(range(700))
     kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("resume") == 1 and kinds.count("eval") == 2
+    # robosac eval replays the trained policy and records a video.
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "2", "--video", str(tmp_path / "e.mp4")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(ev["returns"]) == 2 and ev["updates"] > 0 and Path(ev["video"]).exists()
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a finished robot run" in r.stderr
 
 
 def test_nothing_to_resume_and_unknown_targets(tmp_path: Path) -> None:

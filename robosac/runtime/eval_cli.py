@@ -1,0 +1,69 @@
+"""`robosac eval RUN_DIR`: replay a trained policy (deterministic) and optionally record a video.
+
+Reads RUN_DIR/run.json (what was trained) and RUN_DIR/learner.pt (the learner's checkpoint); runs
+`--episodes` episodes on the run's env (`--backend` to switch, e.g. evaluate a twin-trained policy
+in the fast sim; `--twin` for the hardware backend on the twin) and prints a JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="replay a trained policy from a run directory (optionally recording an MP4)")
+    p.add_argument("run_dir", help="a run directory written by `robosac train` on a robot env")
+    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--video", default=None, help="MP4 path for the first episode (default: none)")
+    p.add_argument("--backend", choices=("sim", "hardware"), default=None, help="default: the run's own")
+    p.add_argument("--twin", action="store_true", help="hardware backend on a twin started for this evaluation")
+    p.add_argument("--port", default=None)
+    p.add_argument("--camera", default=None)
+    p.add_argument("--seed", type=int, default=20_000)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import robosac  # noqa: F401 - env ids
+    from robosac.persist import CheckpointError, load_checkpoint
+    from robosac.runtime.telemetry import evaluate
+    from robosac.sac.sac import SAC
+
+    run = Path(args.run_dir)
+    try:
+        desc = json.loads((run / "run.json").read_text())
+        ck = load_checkpoint(run / "learner.pt")
+    except (OSError, json.JSONDecodeError, CheckpointError) as e:
+        print(f"robosac eval: {run} is not a finished robot run: {e}", file=sys.stderr)
+        return 2
+    backend = args.backend or desc["backend"]
+    kwargs = {"backend": backend, "pixels": desc.get("pixels", False), "render_mode": "rgb_array"}
+    target = desc["target"]
+    if target.endswith((".yaml", ".yml")):
+        from robosac.config import load_config
+
+        kwargs["config"] = load_config(target)
+    twin = None
+    if backend == "hardware":
+        if args.twin:
+            from robosac.runtime.bench import TwinProcess
+
+            twin = TwinProcess(target if target.endswith((".yaml", ".yml")) else "hardware_configs/claw.yaml")
+            kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
+        else:
+            kwargs.update(port=args.port, camera_source=args.camera)
+    try:
+        env = gym.make(desc["env_id"], **kwargs)
+        agent = SAC(env.observation_space, env.action_space)
+        agent.load_state_dict(ck["agent"])
+        res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video)
+        env.close()
+    finally:
+        if twin is not None:
+            twin.stop()
+    print(json.dumps({"run": str(run), "backend": backend, "updates": ck["counters"]["updates"], **res}), flush=True)
+    return 0
