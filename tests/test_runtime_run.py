@@ -92,3 +92,45 @@ def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     assert run["backend"] == "hardware" and run["twin"] is True
     assert (out / "eval.mp4").exists() and (out / "learning_curve.png").exists()
+
+
+@pytest.mark.parametrize("fault", ["servo_overload", "camera_dropped"])
+def test_twin_fault_mid_run_stops_safely_and_keeps_the_data(tmp_path: Path, fault: str) -> None:
+    """A persistent servo overload or a camera that stops, in the middle of an asynchronous run:
+    the run ends with a clear error and torque off, and the replay and the learner's checkpoint
+    are on disk for --resume."""
+    import threading
+
+    import gymnasium as gym
+
+    import robosac  # noqa: F401
+    from _twin_inproc import BUS, running_twin
+    from robosac.runtime.run import RunConfig, RunError, train_async
+
+    with running_twin("hardware_configs/claw.yaml") as tw:
+        def make_env():
+            return gym.make("robosac/ClawValveTurn-v0", backend="hardware", port=tw.port, camera_source=tw.camera_url,
+                            pixels=fault == "camera_dropped", bus_settings={**BUS, "max_reboots": 1}, render_mode="rgb_array")
+
+        def inject() -> None:
+            if fault == "servo_overload":
+                tw.chain.faults.raise_hardware_error(5, "overload", persistent=True)
+            else:
+                tw.streamer.stop()
+
+        timer = threading.Timer(6.0, inject)
+        timer.start()
+        cfg = RunConfig(steps=400, learning_starts=32, batch_size=16, replay_capacity=1000, flush_every=10, checkpoint_every_s=1.0,
+                        eval_episodes=1)
+        with pytest.raises(RunError, match="BusError|HardwareFault|Stale|stale|camera") as ei:
+            train_async(make_env, cfg, tmp_path / "run", progress=False)
+        timer.cancel()
+        assert "--resume continues" in str(ei.value)
+        rows = _chunks(tmp_path / "run")
+        assert len(rows["step"]) >= 5 and list(rows["step"]) == list(range(len(rows["step"])))
+        assert (tmp_path / "run" / "learner.pt").exists()
+        kinds = [json.loads(line)["kind"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert "error" in kinds
+        # The run is over: the env closed the bus with torque off on every servo.
+        assert not any(tw.chain.get_item(i, "torque_enable") for i in tw.chain.ids())
+        tw.chain.faults.clear()
