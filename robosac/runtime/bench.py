@@ -6,7 +6,9 @@ Two designs, same robot, same policy network:
   starves the other);
 - sequential: one SAC update inside each control period (what a single loop does).
 Reported (JSON): |deadline jitter| p50/p99/max, overruns, observation-to-action latency, learner
-updates/s, weight staleness (age of the weights in use, and publish-to-pickup delay).
+updates/s, weight staleness (age of the weights in use, and publish-to-pickup delay), all over the
+steady state: from the learner's first update on (sequential: after the first second); overruns
+during start-up (first frames, the learner's warm-up) are reported apart.
 
 The twin runs as its own process (`robosac twin`), as the robot would be its own hardware.
 """
@@ -118,7 +120,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
                     load_actor_state(agent, sd)
                     state["version"], state["publish_time"] = v, weights.last_meta["publish_time"]
                     pickups.append(now - state["publish_time"])
-                ages.append(now - state["publish_time"])
+                ages.append((now, now - state["publish_time"]))
                 return agent.act(obs), state["version"]
 
             def sink(t):
@@ -135,7 +137,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
             def sink(t):
                 local.add(t.obs, t.action, t.reward, t.next_obs, t.terminated)
 
-        n_steps = int(seconds * rate_hz)
+        n_steps = int((seconds + 5.0) * rate_hz)  # + start-up, so the steady state lasts `seconds`
         col = Collector(env, act, sink, max_steps=n_steps, seed=0)
         sched = {"policy": "not requested"}
         if realtime:
@@ -147,16 +149,20 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
 
             col._run = run_rt  # type: ignore[method-assign]
         t0 = time.monotonic()
-        u0 = 0
+        u0, i0, o0 = 0, 0, 0
+        robot = env.unwrapped.robot
         col.start()
-        t_end = time.monotonic() + seconds + 5.0  # + start-up; a slow (sequential) loop is cut at the time
+        t_end = time.monotonic() + seconds + 10.0  # a slow (sequential) loop is cut at the time
         # Warm-up excluded from the learner rate: count from when updates begin.
         while col.running:
             time.sleep(0.5)
             if time.monotonic() > t_end:
                 col.stop()
             if learner is not None and u0 == 0 and learner.stats()["updates"] > 0:
-                u0, t0 = learner.stats()["updates"], time.monotonic()
+                # Steady state from here: the learner is updating and publishing.
+                u0, t0, i0, o0 = learner.stats()["updates"], time.monotonic(), col.steps, robot.overruns
+            elif learner is None and i0 == 0 and col.steps >= rate_hz:
+                t0, i0, o0 = time.monotonic(), col.steps, robot.overruns
         wall = time.monotonic() - t0
         if col.error is not None:
             raise RuntimeError(f"collector failed: {col.stats()['error']}")
@@ -166,21 +172,25 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
             updates, ups = ls["updates"], (ls["updates"] - u0) / max(wall, 1e-9)
         else:
             updates, ups = state["version"], state["version"] / max(wall, 1e-9)
-        # Drop the first second: start-up (first frames, first weights) is not the steady state.
-        skip = int(rate_hz)
+        # Figures from the steady state on (learner updating; sequential: after the first second):
+        # start-up (first frames, warm-up without weights) is reported apart.
+        skip = i0
+        ages_ss = [a for t, a in ages if t >= t0]
         return {
             "mode": mode,
             "rate_hz": rate_hz,
             "seconds": seconds,
             "pixels": [image_size, image_size, 3] if pixels else None,
             "steps": st["steps"],
-            "overruns": st["overruns"],
+            "steady_state_steps": st["steps"] - i0,
+            "overruns": st["overruns"] - o0,
+            "overruns_during_start_up": o0,
             "jitter_ms": {k: 1000 * v for k, v in percentiles(col.late_s[skip:]).items()},
             "obs_to_action_ms": {k: 1000 * v for k, v in percentiles(col.obs_to_action_s[skip:]).items()},
             "act_ms": {k: 1000 * v for k, v in percentiles(col.act_s[skip:]).items()},
             "learner_updates": updates,
             "learner_updates_per_s": ups,
-            "weights_age_s": percentiles(ages[skip:]) if ages else None,
+            "weights_age_s": percentiles(ages_ss) if ages_ss else None,
             "weights_pickup_delay_s": percentiles(pickups) if pickups else None,
             "collector_scheduling": sched["policy"],
             "cores": os.cpu_count(),
