@@ -17,13 +17,14 @@ modes the drive saturates against the jam (current up to stall / the current lim
 range is restored by `unjam`, by `reset`, or by `step` once `seconds` of simulated time have passed.
 
 Threading: not thread-safe; one thread owns a MujocoSim (the real-time twin guards it with a lock).
-`render` uses an OpenGL context made current on the calling thread: call it from one thread only.
+`render` keeps one OpenGL context per calling thread (an EGL context is current on one thread).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ class MujocoSim:
         self._torso = m.body("torso").id if _has(m.body, "torso") else None
         self._marker = m.site("marker").id if _has(m.site, "marker") else None
         self._nominal = Nominal.of(m)
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._renderers: dict[tuple[int, int, int], mujoco.Renderer] = {}  # (width, height, thread id)
         self._torque = np.zeros(self.n, dtype=bool)
         self._target = np.zeros(self.n)
         self._vcap = np.full(self.n, np.inf)
@@ -411,18 +412,24 @@ class MujocoSim:
 
     def render(self, camera: str | None = None, width: int = 64, height: int = 64) -> np.ndarray:
         """An RGB image (height, width, 3) uint8 from a named MJCF camera (default: the config's
-        sim camera, else the model's first camera). Renderers are cached per size."""
+        sim camera, else the model's first camera). Renderers are cached per size and thread."""
         if camera is None:
             camera = (self.config.sim.camera if self.config.sim else None) or self.model.camera(0).name
-        r = self._renderers.get((width, height))
+        # One renderer (and GL context) per size and per calling thread: an EGL context is
+        # current on one thread only (e.g. the collector thread renders, then the main thread).
+        key = (width, height, threading.get_ident())
+        r = self._renderers.get(key)
         if r is None:
-            r = self._renderers[(width, height)] = mujoco.Renderer(self.model, height, width)
+            r = self._renderers[key] = mujoco.Renderer(self.model, height, width)
         r.update_scene(self.data, camera)
         return r.render()
 
     def close(self) -> None:
         for r in self._renderers.values():
-            r.close()
+            try:
+                r.close()
+            except Exception:  # noqa: BLE001 - a context made on a thread that has ended
+                pass
         self._renderers.clear()
 
     def __enter__(self) -> "MujocoSim":

@@ -35,7 +35,8 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    common = ["robosac/ClawValveTurn-v0", "--learning-starts", "256", "--batch-size", "64", "--eval-episodes", "1", "--out", str(out)]
+    common = ["robosac/ClawValveTurn-v0", "--learning-starts", "256", "--batch-size", "64", "--eval-episodes", "1",
+              "--eval-every-episodes", "2", "--out", str(out)]
     r = _train(*common, "--steps", "500")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -52,7 +53,11 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     assert cv2.imread(summary["learning_curve"]) is not None
     ea = EventAccumulator(str(out / "tb"))
     ea.Reload()
-    assert "episode/return" in ea.Tags()["scalars"]
+    tags = set(ea.Tags()["scalars"])
+    assert {"episode/return", "eval/return", "loss/critic", "alpha", "entropy", "loop/jitter_p99_s"} <= tags, tags
+    # Periodic deterministic evaluation episodes, recorded (every 2nd episode after learning starts here).
+    vids = sorted((out / "videos").glob("eval_step*.mp4"))
+    assert vids and all(int(cv2.VideoCapture(str(v)).get(cv2.CAP_PROP_FRAME_COUNT)) == 80 for v in vids)
     # A second run into the same directory is refused; --resume continues to the new total.
     r = _train(*common, "--steps", "600")
     assert r.returncode == 2 and "already holds a run" in r.stderr

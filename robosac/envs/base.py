@@ -236,4 +236,5 @@ class RobotEnv(gym.Env):
             "late_s": float(r.last_late_s),
             "obs_to_action_s": float(r.last_obs_to_action_s),
             "overruns": int(getattr(r, "overruns", 0)),
+            "temperature_max_c": float(np.max(r.last_state.temperature)) if r.last_state is not None else math.nan,
         }

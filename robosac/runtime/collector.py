@@ -82,6 +82,7 @@ class Collector:
         self.obs_to_action_s: list[float] = []
         self.act_s: list[float] = []  # time inside act(), s
         self.versions: list[int] = []
+        self.last_info: dict[str, Any] = {}  # the newest step's info (frame age, temperatures, safety)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Collector":
@@ -125,6 +126,7 @@ class Collector:
                 self.late_s.append(float(info.get("late_s", 0.0)))
                 self.obs_to_action_s.append(float(info.get("obs_to_action_s", t_act - t_obs)))
                 self.versions.append(int(version))
+                self.last_info = info
                 if self.sink is not None:
                     self.sink(Transition(obs, np.asarray(action), float(reward), next_obs, bool(terminated), bool(truncated),
                                          int(version), self.episodes, step, t_obs, t_act, info))

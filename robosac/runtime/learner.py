@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 I_UPDATES, I_VERSION, I_CHECKPOINTS, I_RESUMED_FROM, I_PID, I_TRANSITIONS, I_PUBLISHES = range(7)
 # Shared float64 counters (time.monotonic(), system-wide on Linux).
 F_HEARTBEAT, F_LAST_PUBLISH, F_LAST_CHECKPOINT, F_STARTED = range(4)
+# The last update's statistics, shared for telemetry (floats[4:]).
+UPDATE_STATS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean")
+F_STATS = 4
 
 
 @dataclass
@@ -126,7 +129,9 @@ def _learner_main(
             if n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
                 time.sleep(cfg.idle_sleep_s)
                 continue
-            agent.update(replay.sample(cfg.batch_size, rng, device=agent.device))
+            info = agent.update(replay.sample(cfg.batch_size, rng, device=agent.device))
+            for k, name in enumerate(UPDATE_STATS):
+                floats[F_STATS + k] = info[name]
             ints[I_UPDATES] = agent.updates
             if agent.updates % cfg.publish_every == 0:
                 publish()
@@ -160,7 +165,7 @@ class LearnerProcess:
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self._ints = self.ctx.RawArray("q", 8)
-        self._floats = self.ctx.RawArray("d", 4)
+        self._floats = self.ctx.RawArray("d", F_STATS + len(UPDATE_STATS))
         self.process: mp.process.BaseProcess | None = None
 
     def start(self, resume_from: str | os.PathLike | None = None) -> "LearnerProcess":
@@ -225,6 +230,7 @@ class LearnerProcess:
             "heartbeat_age_s": now - f[F_HEARTBEAT] if self.started_beating else None,
             "since_publish_s": now - f[F_LAST_PUBLISH] if f[F_LAST_PUBLISH] else None,
             "since_checkpoint_s": now - f[F_LAST_CHECKPOINT] if f[F_LAST_CHECKPOINT] else None,
+            **{name: float(f[F_STATS + k]) for k, name in enumerate(UPDATE_STATS)},  # of the last update
         }
 
 

@@ -11,14 +11,16 @@ hardware config, or `robosac/...` ids with `--backend sim`):
     TensorBoard scalars and the status line, and at the end evaluates (MP4) and plots.
 
 Run directory: run.json (what was trained), metrics.jsonl, replay/chunk_*.npz, learner.pt (the
-learner's atomic checkpoint: agent, counters), tb/ (TensorBoard), eval.mp4, learning_curve.png.
+learner's atomic checkpoint: agent, counters), tb/ (TensorBoard), videos/eval_step<N>.mp4 (every
+`eval_every_episodes` episodes one is played deterministically and recorded), eval.mp4 (the final
+evaluation), learning_curve.png.
 `resume=True` refills the replay from the chunks and restarts the learner from learner.pt.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +50,9 @@ class RunConfig:
     flush_interval_s: float = 10.0
     publish_every: int = 1
     lr: float = 3e-4
+    # Every this many episodes (after learning starts) one episode is played with the deterministic
+    # policy and recorded to videos/eval_step<N>.mp4 (its transitions still go to the replay).
+    eval_every_episodes: int = 10
     # Sim backend only: the collector waits while the learner is more than this many updates behind
     # max_updates_per_step x transitions (the fast sim would otherwise outrun learning). A robot's
     # control loop never waits for the learner: leave it None there.
@@ -76,7 +81,7 @@ def train_async(
     from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
     from robosac.runtime.replay_store import ReplayStore
     from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
-    from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve
+    from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
     from robosac.sac.sac import SAC, SACConfig
     from robosac.sac.spaces import parse_obs_space
 
@@ -126,7 +131,10 @@ def train_async(
         supervisor = LearnerSupervisor(learner)
         rng = np.random.default_rng([cfg.seed, step0])
         env.action_space.seed(int(rng.integers(2**31)))
-        st = {"version": 0, "step": step0, "episode": episode0, "ret": 0.0, "success": False}
+        st = {"version": 0, "step": step0, "episode": episode0, "ret": 0.0, "success": False, "eval": False}
+        frames: list[np.ndarray] = []
+        writers: list[threading.Thread] = []
+        can_render = getattr(env, "render_mode", None) == "rgb_array"
 
         def act(obs: Any) -> tuple[np.ndarray, int]:
             got = weights.latest(st["version"])
@@ -135,6 +143,8 @@ def train_async(
                 st["version"] = got[0]
             if st["step"] < cfg.learning_starts:
                 return env.action_space.sample(), 0
+            if st["eval"]:
+                return agent.act(obs, deterministic=True), st["version"]
             if cfg.wait_for_learner_slack is not None:
                 want = cfg.max_updates_per_step * st["step"] - cfg.wait_for_learner_slack
                 while learner.stats()["updates"] < want and learner.process is not None and learner.process.is_alive():
@@ -148,6 +158,18 @@ def train_async(
             st["step"] += 1
             st["ret"] += t.reward
             st["success"] = bool(t.info.get("success", False))  # at the episode's end
+            if st["eval"] and can_render:
+                frames.append(env.render())
+            if end and st["eval"]:
+                log("eval_episode", step=st["step"], episode=st["episode"], ret=st["ret"], success=st["success"])
+                tel.scalars(st["step"], {"eval/return": st["ret"], "eval/success": float(st["success"])})
+                if frames:
+                    # Encoding takes a while: not on the control loop's thread.
+                    w = threading.Thread(target=save_video, args=(list(frames), out / "videos" / f"eval_step{st['step']}.mp4",
+                                                                    env.metadata.get("render_fps", 10)), daemon=True)
+                    w.start()
+                    writers.append(w)
+                frames.clear()
             if end:
                 safety = t.info.get("safety", {})
                 log("episode", step=st["step"], episode=st["episode"], ret=st["ret"], success=st["success"],
@@ -157,10 +179,33 @@ def train_async(
                                          "safety/rate_limits": safety.get("rate_limits", 0)})
                 st["episode"] += 1
                 st["ret"], st["success"] = 0.0, False
+                st["eval"] = (st["step"] >= cfg.learning_starts and cfg.eval_every_episodes > 0
+                              and st["episode"] % cfg.eval_every_episodes == 0)
 
         col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0).start()
+        t_last, u_last = time.monotonic(), 0
+
+        def log_figures() -> None:
+            nonlocal t_last, u_last
+            now = time.monotonic()
+            ls, cs = learner.stats(), col.stats()
+            ups = (ls["updates"] - u_last) / max(now - t_last, 1e-9)
+            t_last, u_last = now, ls["updates"]
+            last = col.last_info or {}
+            figures = {"loss/critic": ls["critic_loss"], "loss/actor": ls["actor_loss"], "loss/alpha": ls["alpha_loss"],
+                       "alpha": ls["alpha"], "entropy": ls["entropy"], "q_mean": ls["q_mean"],
+                       "camera/frame_age_s": last.get("frame_age_s"), "servo/temperature_max_c": last.get("temperature_max_c"),
+                       "loop/jitter_p50_s": cs["jitter_s"]["p50"], "loop/jitter_p99_s": cs["jitter_s"]["p99"],
+                       "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
+                       "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
+                       "learner/updates_per_s": ups, "learner/weights_version": st["version"]}
+            tel.scalars(st["step"], figures)
+            log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
+            if progress:
+                tel.line(st["step"], cfg.steps, {"episodes": st["episode"], "upd": ls["updates"], "upd/s": ups,
+                                                 "jitter p99 ms": 1000 * cs["jitter_s"]["p99"], "overruns": cs["overruns"]})
+
         t_log = time.monotonic()
-        u_last, t_last = 0, time.monotonic()
         while col.running:
             time.sleep(0.2)
             msg = supervisor.check()
@@ -168,20 +213,12 @@ def train_async(
                 log("learner_restart", step=st["step"], message=msg)
             if time.monotonic() - t_log >= cfg.log_every_s:
                 t_log = time.monotonic()
-                ls, cs = learner.stats(), col.stats()
-                ups = (ls["updates"] - u_last) / max(t_log - t_last, 1e-9)
-                u_last, t_last = ls["updates"], t_log
-                figures = {"loop/jitter_p50_s": cs["jitter_s"]["p50"], "loop/jitter_p99_s": cs["jitter_s"]["p99"],
-                           "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
-                           "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
-                           "learner/updates_per_s": ups, "learner/weights_version": st["version"]}
-                tel.scalars(st["step"], figures)
-                log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
-                if progress:
-                    tel.line(st["step"], cfg.steps, {"episodes": st["episode"], "upd": ls["updates"], "upd/s": ups,
-                                                     "jitter p99 ms": 1000 * cs["jitter_s"]["p99"], "overruns": cs["overruns"]})
+                log_figures()
+        log_figures()
         store.close()
         learner.stop()
+        for w in writers:
+            w.join(60)
         if col.error is not None:
             log("error", step=st["step"], error=col.stats()["error"])
             raise RunError(f"the collector stopped: {col.stats()['error']} (replay and learner checkpoint are saved; --resume continues)")

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", default=None, help="hardware backend: serial port (default: the config's)")
     p.add_argument("--camera", default=None, help="hardware backend: camera source (default: the config's)")
     p.add_argument("--pixels", action="store_true", help="robot envs: add camera images to the observation")
+    p.add_argument("--eval-every-episodes", type=int, default=10,
+                   help="robot envs: play every Nth episode deterministically and record it to videos/ (0 = never; default 10)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
                    help="continue the run in DIR (default: --out) from its checkpoint and replay chunks, up to --steps in total; "
                         "pass the original run's options")
@@ -136,7 +138,8 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
             kwargs.update(port=args.port, camera_source=args.camera)
     cfg = RunConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, batch_size=args.batch_size,
                     max_updates_per_step=float(args.updates_per_step), eval_episodes=args.eval_episodes, lr=args.lr,
-                    flush_every=args.replay_flush_every, wait_for_learner_slack=200 if backend == "sim" else None)
+                    flush_every=args.replay_flush_every, eval_every_episodes=args.eval_every_episodes,
+                    wait_for_learner_slack=200 if backend == "sim" else None)
     describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels}
     try:
         summary = train_async(lambda: gym.make(env_id, **kwargs), cfg, out, resume=args.resume is not None,
