@@ -139,3 +139,78 @@ def test_twin_fault_mid_run_stops_safely_and_keeps_the_data(tmp_path: Path, faul
         # The run is over: the env closed the bus with torque off on every servo.
         assert not any(tw.chain.get_item(i, "torque_enable") for i in tw.chain.ids())
         tw.chain.faults.clear()
+
+
+def test_learner_killed_mid_run_is_restarted_while_the_collector_keeps_acting(tmp_path: Path) -> None:
+    import multiprocessing as mp
+    import signal
+    import threading
+    import time
+
+    import gymnasium as gym
+
+    import robosac  # noqa: F401
+    from robosac.runtime.run import RunConfig, train_async
+
+    result: dict = {}
+    cfg = RunConfig(steps=1500, learning_starts=128, batch_size=32, eval_episodes=1, checkpoint_every_s=0.5,
+                    wait_for_learner_slack=100, eval_every_episodes=0)
+    t = threading.Thread(target=lambda: result.update(train_async(lambda: gym.make("robosac/ClawValveTurn-v0", backend="sim"),
+                                                                   cfg, tmp_path / "run", progress=False)))
+    t.start()
+    deadline = time.monotonic() + 60
+    killed = None
+    while killed is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        kids = [p for p in mp.active_children() if p.name == "robosac-learner"]
+        if kids and (tmp_path / "run" / "learner.pt").exists():
+            killed = kids[0].pid
+            os.kill(killed, signal.SIGKILL)
+    t.join(180)
+    assert killed is not None and not t.is_alive()
+    assert result["steps"] == 1500 and result["learner_restarts"] >= 1
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    restarts = [x for x in lines if x["kind"] == "learner_restart"]
+    assert restarts and "SIGKILL" in restarts[0]["message"]
+    assert result["updates"] > 0
+
+
+def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
+    """kill -9 of `robosac train` on a robot env: the learner process does not live on orphaned,
+    nothing flushed is lost, and --resume continues the step count to the total."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    args = [sys.executable, "-m", "robosac.cli", "train", "robosac/ClawValveTurn-v0", "--steps", "1200", "--learning-starts", "128",
+            "--batch-size", "32", "--eval-episodes", "1", "--eval-every-episodes", "0", "--replay-flush-every", "50",
+            "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while len(list((out / "replay").glob("chunk_*.npz"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+    assert children  # the learner (and multiprocessing's resource tracker)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    flushed = _chunks(out)["step"]
+    assert len(flushed) >= 200 and list(flushed) == list(range(len(flushed)))
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    # The orphaned learner notices its parent is gone and exits (it never trains on unsupervised).
+    t_end = time.monotonic() + 15
+    while any(alive(c) for c in children) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not any(alive(c) for c in children)
+    r = subprocess.run(args[:-3] + ["--resume", str(out), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 1200
+    rows = _chunks(out)["step"]
+    assert list(rows) == list(range(1200))  # the flushed prefix kept, then continued

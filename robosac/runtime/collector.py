@@ -65,13 +65,15 @@ class Collector:
         *,
         max_steps: int | None = None,
         seed: int | None = None,
+        resetting: Any = None,
     ) -> None:
         self.env = env
         self.act = act
         self.sink = sink
         self.max_steps = max_steps
         self.seed = seed
-        self.resetting = threading.Event()
+        # Set while the robot resets itself; pass a learner's pause event to pause learning then.
+        self.resetting = resetting if resetting is not None else threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None

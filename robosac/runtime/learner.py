@@ -74,6 +74,8 @@ def _learner_main(
     checkpoint_path: str,
     resume_from: str | None,
     stop: Any,
+    pause: Any,
+    parent_pid: int,
     ints: Any,
     floats: Any,
 ) -> None:
@@ -119,6 +121,8 @@ def _learner_main(
         last_ckpt = time.monotonic()
         floats[F_HEARTBEAT] = last_ckpt
         while not stop.is_set():
+            if os.getppid() != parent_pid:
+                break  # the collector's process died (kill -9): checkpoint and end, never run orphaned
             now = time.monotonic()
             floats[F_HEARTBEAT] = now
             n = replay.written
@@ -126,7 +130,7 @@ def _learner_main(
             if now - last_ckpt >= cfg.checkpoint_every_s:
                 checkpoint()
                 last_ckpt = time.monotonic()
-            if n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
+            if pause.is_set() or n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
                 time.sleep(cfg.idle_sleep_s)
                 continue
             info = agent.update(replay.sample(cfg.batch_size, rng, device=agent.device))
@@ -164,6 +168,8 @@ class LearnerProcess:
         self.config = config or LearnerConfig()
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
+        # Set by the collector while the robot resets itself: the learner idles (keeps beating).
+        self.pause_event = self.ctx.Event()
         self._ints = self.ctx.RawArray("q", 8)
         self._floats = self.ctx.RawArray("d", F_STATS + len(UPDATE_STATS))
         self.process: mp.process.BaseProcess | None = None
@@ -182,7 +188,7 @@ class LearnerProcess:
             args=(
                 self.replay_name, self.weights_name, self.observation_space, self.action_space, self.sac_config,
                 self.config, self.checkpoint_path, None if resume_from is None else str(resume_from),
-                self.stop_event, self._ints, self._floats,
+                self.stop_event, self.pause_event, os.getpid(), self._ints, self._floats,
             ),
             name="robosac-learner",
             daemon=True,

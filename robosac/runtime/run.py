@@ -182,7 +182,8 @@ def train_async(
                 st["eval"] = (st["step"] >= cfg.learning_starts and cfg.eval_every_episodes > 0
                               and st["episode"] % cfg.eval_every_episodes == 0)
 
-        col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0).start()
+        # Learning pauses while the robot resets itself (the reset routine gets the CPU).
+        col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0, resetting=learner.pause_event).start()
         t_last, u_last = time.monotonic(), 0
 
         def log_figures() -> None:
