@@ -68,6 +68,12 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     assert list(rows["step"]) == list(range(700))
     kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("resume") == 1 and kinds.count("eval") == 2
+    # A corrupt learner checkpoint: a clear error, no silent restart from scratch.
+    good = (out / "learner.pt").read_bytes()
+    (out / "learner.pt").write_bytes(good[: len(good) // 2])
+    r = _train(*common, "--steps", "800", "--resume")
+    assert r.returncode == 2 and "cannot resume from" in r.stderr and "learner.pt" in r.stderr
+    (out / "learner.pt").write_bytes(good)
     # robosac eval replays the trained policy and records a video.
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "2", "--video", str(tmp_path / "e.mp4")],

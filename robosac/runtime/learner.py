@@ -85,7 +85,7 @@ def _learner_main(
         os.nice(cfg.nice)
     import torch
 
-    from robosac.persist import load_checkpoint, save_checkpoint
+    from robosac.persist import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
     from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
     from robosac.sac.sac import SAC
 
@@ -105,6 +105,8 @@ def _learner_main(
         ints[I_UPDATES] = agent.updates
         ints[I_PID] = os.getpid()
         rng = np.random.default_rng([cfg.seed, agent.updates])
+        if resume_from is not None and "rng" in ck:
+            restore_rng_state(ck["rng"], {"sample": rng})
 
         def publish() -> None:
             ints[I_VERSION] = weights.publish(actor_state(agent), updates=agent.updates)
@@ -113,7 +115,7 @@ def _learner_main(
 
         def checkpoint() -> None:
             counters = {"updates": agent.updates, "transitions": replay.written, "weights_version": weights.version}
-            save_checkpoint({"agent": agent.state_dict(), "counters": counters}, checkpoint_path)
+            save_checkpoint({"agent": agent.state_dict(), "counters": counters, "rng": capture_rng_state({"sample": rng})}, checkpoint_path)
             ints[I_CHECKPOINTS] += 1
             floats[F_LAST_CHECKPOINT] = time.monotonic()
 

@@ -79,7 +79,8 @@ def train_async(
 
     from robosac.runtime.collector import Collector, percentiles
     from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
-    from robosac.runtime.replay_store import ReplayStore
+    from robosac.persist import CheckpointError, load_checkpoint
+    from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
     from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
     from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
     from robosac.sac.sac import SAC, SACConfig
@@ -111,12 +112,24 @@ def train_async(
                             flush_every=cfg.flush_every, flush_interval_s=cfg.flush_interval_s, keep_last=cfg.replay_capacity)
         step0 = episode0 = 0
         if resume:
-            for _, chunk in store.iter_chunks():
-                rows = len(chunk["step"])
-                for i in range(rows):
+            # Check the learner's checkpoint here, so a corrupt or foreign one is a clear error now,
+            # not a learner that crashes and restarts in a loop.
+            try:
+                agent.load_state_dict(load_checkpoint(ckpt)["agent"])
+            except (CheckpointError, KeyError, ValueError, RuntimeError) as e:
+                raise RunError(f"cannot resume from {ckpt}: {e}") from e
+            chunks = store.iter_chunks()
+        else:
+            chunks = iter(())
+        try:
+            for _, chunk in chunks:
+                for i in range(len(chunk["step"])):
                     replay.add_row({k: chunk[k][i] for k in replay.arrays})
                 step0 = int(chunk["step"][-1]) + 1
                 episode0 = int(chunk["episode"][-1]) + 1
+        except (ReplayStoreError, KeyError, ValueError) as e:
+            raise RunError(f"cannot resume from {out / 'replay'}: {e}") from e
+        if resume:
             log("resume", step=step0, episode=episode0)
         else:
             (out / "run.json").write_text(json.dumps({**(describe or {}), "config": asdict(cfg)}, indent=1))
