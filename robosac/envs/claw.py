@@ -13,7 +13,7 @@ Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
 success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at control.episode_s.
 
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
-    "fixed"   start 0, target pi/2 rad
+    "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
     "random"  start uniform in [-pi/3, pi/3], target uniform in [-pi, pi)
 """
 
@@ -33,7 +33,7 @@ __all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD"]
 VARIANTS = ("fixed", "random")
 SUCCESS_RAD = 0.1
 FIXED_START_RAD = 0.0
-FIXED_TARGET_RAD = math.pi / 2
+FIXED_TARGET_RAD = math.pi  # ROBEL DClawTurnFixed: half a turn
 JOINT_VEL_THRESHOLD_RAD_S = 0.5
 
 
