@@ -44,6 +44,20 @@ _HDR = 16  # magic (int64) + JSON length (int64)
 _ALIGN = 64
 
 
+def _release(shm: shared_memory.SharedMemory, owner: bool) -> bool:
+    """Unmap a segment and, if we created it, unlink it; returns the new owner flag (False)."""
+    try:
+        shm.close()
+    except BufferError:  # a caller still holds a view; the mapping goes with the process
+        pass
+    if owner:
+        try:
+            shm.unlink()
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def _align(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -205,16 +219,7 @@ class SharedReplay:
         """Unmap; the creator also unlinks the segment."""
         self.arrays.clear()
         self._counter = None  # type: ignore[assignment]
-        try:
-            self.shm.close()
-        except BufferError:  # a caller still holds a view; the mapping goes with the process
-            pass
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
-            self.owner = False
+        self.owner = _release(self.shm, self.owner)
 
 
 # ---- weights --------------------------------------------------------------------------------------
@@ -342,13 +347,4 @@ class WeightStore:
     def close(self) -> None:
         self._head = None  # type: ignore[assignment]
         self._slot_hdr, self._slot_time, self._slot_data = [], [], []
-        try:
-            self.shm.close()
-        except BufferError:
-            pass
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
-            self.owner = False
+        self.owner = _release(self.shm, self.owner)
