@@ -101,7 +101,9 @@ def train_async(
     metrics = (out / "metrics.jsonl").open("a", buffering=1)
 
     def log(kind: str, **values: Any) -> None:
-        metrics.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+        # Strict JSON: a figure that is not known yet (NaN) is written as null.
+        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
+        metrics.write(json.dumps({"kind": kind, "time": time.time(), **clean}) + "\n")
 
     replay = weights = learner = None
     try:
