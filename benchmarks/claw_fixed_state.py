@@ -59,8 +59,10 @@ def run_robosac(steps: int, seed: int) -> dict:
         cmd = [sys.executable, "-m", "robosac.cli", "train", "robosac/ClawValveTurn-v0", "--steps", str(steps), "--seed", str(seed),
                "--eval-episodes", str(EVAL_EPISODES), "--eval-every-episodes", "0", "--out", os.path.join(d, "run"), "--no-progress"]
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"robosac train failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"eval_return_mean": s["eval_return_mean"], "success_rate": s["eval_success_rate"], "run_wall_s": wall}
 

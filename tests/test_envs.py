@@ -354,3 +354,19 @@ def test_quadruped_hardware_backend_on_the_twin() -> None:
         assert torso["tilt_rad"] < np.radians(20) and not term
         check_env(env.unwrapped)
         env.close()
+
+
+def test_sim_backend_restarts_the_simulation_when_the_robots_own_reset_fails() -> None:
+    """In the fast sim (learning runs), a reset the robot cannot do itself restarts the simulation;
+    the hardware backend never does (see test_finger_stuck_for_good_errors_or_asks_a_human)."""
+    env = gym.make(CLAW, backend="sim").unwrapped
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.array([0, -1, 1, 0, 0, 0, 0, 0, 0], np.float32))
+    env.robot.sim.jam(env.robot.names.index("f0_middle"))  # wedged for good
+    obs, info = env.reset()
+    assert "ResetError" in info["reset_restarted_sim"] and "f0" in info["reset_restarted_sim"]
+    q = env.robot.read().position
+    pose = env.config.reset.pose_rad
+    assert all(abs(q[env.robot.names.index(n)] - v) < 0.1 for n, v in pose.items())
+    env.close()

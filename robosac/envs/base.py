@@ -160,7 +160,18 @@ class RobotEnv(gym.Env):
         if seed is not None and self.backend == "sim":
             self.robot.restart()  # a seeded sim episode starts from the model's initial state
         self.robot.recover()
-        info = self._reset_robot(dict(options or {}))
+        try:
+            info = self._reset_robot(dict(options or {}))
+        except RuntimeError as e:
+            if self.backend != "sim" or isinstance(e, SafetyStop):
+                raise
+            # The fast sim is for learning runs: when the robot's own reset fails (a finger wedged
+            # after a wild episode), start the simulation over rather than end the run. The
+            # hardware backend never does this (it asks a human or raises).
+            self.robot.restart()
+            self.robot.recover()
+            info = self._reset_robot(dict(options or {}))
+            info["reset_restarted_sim"] = f"{type(e).__name__}: {e}"
         self._steps = 0
         self._needs_reset = False
         self.last_action = np.zeros(self.action_space.shape, np.float32)
