@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from robosac.envs.base import RobotEnv
-from robosac.robots.claw_reset import reset_claw, wrap_angle
+from robosac.hal.units import wrap_angle
+from robosac.robots.claw_reset import reset_claw
 from robosac.robots.robot import RobotState
 
 __all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD"]

@@ -47,7 +47,6 @@ class QuadrupedWalkEnv(RobotEnv):
         tr = self.config.tracker
         self.stand_height_m = tr.plane_z_m if tr is not None and tr.plane_z_m > 0 else StandUpConfig().stand_height_m
         self._pose: TorsoPose | None = None
-        self._prev: TorsoPose | None = None
         self._vel = np.zeros(2)  # forward, sideways, m/s (torso frame)
         self._lost_s = 0.0
         self._start_xy = np.zeros(2)
@@ -130,7 +129,7 @@ class QuadrupedWalkEnv(RobotEnv):
             tilt_ok_rad=d.tilt_ok_rad + (TRACKER_SMALL_TILT_UNCERTAINTY_RAD if hw else 0.0),
         )
         self.reset_report = r = stand_up(self.robot, cfg)
-        self._pose = self._prev = None
+        self._pose = None
         self._vel = np.zeros(2)
         self._lost_s = 0.0
         p = self.robot.torso()

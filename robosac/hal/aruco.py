@@ -56,6 +56,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from robosac.hal.units import wrap_angle
+
 __all__ = ["ArucoCalibration", "ArucoTracker", "MarkerPose", "roll_pitch_tilt", "wrap_angle"]
 
 # MuJoCo camera frame (x right, y up, looks along -z) -> OpenCV camera frame (x right, y down, +z).
@@ -69,11 +71,6 @@ def roll_pitch_tilt(R: np.ndarray) -> tuple[float, float, float]:
     pitch = math.asin(float(np.clip(-R[2, 0], -1.0, 1.0)))
     tilt = math.acos(float(np.clip(R[2, 2], -1.0, 1.0)))
     return roll, pitch, tilt
-
-
-def wrap_angle(a: float) -> float:
-    """Angle wrapped to [-pi, pi)."""
-    return (a + math.pi) % (2.0 * math.pi) - math.pi
 
 
 @dataclass(frozen=True)

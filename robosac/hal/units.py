@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from robosac.hal.control_table import (
     CENTER_TICK,
@@ -98,3 +99,8 @@ def volts(raw: int) -> float:
 def wrap_to_pi(x: float) -> float:
     """Angle wrapped into [-pi, pi)."""
     return (x + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def wrap_angle(a: Any) -> Any:
+    """Angle (rad, a float or an array) wrapped to [-pi, pi)."""
+    return (a + math.pi) % (2.0 * math.pi) - math.pi

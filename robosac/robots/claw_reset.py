@@ -22,10 +22,11 @@ from typing import Callable
 
 import numpy as np
 
+from robosac.hal.units import wrap_angle
 from robosac.robots.robot import Robot, RobotState
 from robosac.robots.safety import SafetyStop
 
-__all__ = ["ResetError", "ClawResetReport", "reset_claw", "wrap_angle"]
+__all__ = ["ResetError", "ClawResetReport", "reset_claw"]
 
 VALVE = "valve"
 VALVE_TOLERANCE_RAD = 0.05
@@ -44,11 +45,6 @@ class ClawResetReport:
     human_asked: int = 0
     valve_start_rad: float = math.nan
     duration_s: float = 0.0  # wall-clock time (hardware) or steps x dt (sim), s
-
-
-def wrap_angle(a: float | np.ndarray) -> float | np.ndarray:
-    """Angle wrapped to [-pi, pi)."""
-    return (np.asarray(a) + math.pi) % (2 * math.pi) - math.pi
 
 
 def _clock(robot: Robot) -> float:

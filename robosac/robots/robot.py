@@ -318,8 +318,7 @@ class HardwareRobot(Robot):
         p = self.tracker.update(frame, stamp)
         pose = None
         if p is not None:
-            pose = TorsoPose(p.x, p.y, p.heading, stamp, getattr(p, "roll", None), getattr(p, "pitch", None),
-                             getattr(p, "tilt", None), getattr(p, "z", None))
+            pose = TorsoPose(p.x, p.y, p.heading, stamp, p.roll, p.pitch, p.tilt, p.z)
         self._pose_cache = (stamp, pose)
         return pose
 
@@ -343,9 +342,8 @@ def tracker_calibration(config: RobotConfig, sim: Any = None) -> Any:
     t = config.tracker
     if t is None or config.camera is None:
         raise ValueError(f"{config.name}: tracking needs both a camera: and a tracker: section")
-    kw: dict[str, Any] = dict(marker_id=t.marker_id, dictionary=t.dictionary, heading_offset_rad=t.heading_offset_rad)
-    if "marker_size_m" in ArucoCalibration.__dataclass_fields__:
-        kw["marker_size_m"] = t.marker_size_m
+    kw: dict[str, Any] = dict(marker_id=t.marker_id, dictionary=t.dictionary, heading_offset_rad=t.heading_offset_rad,
+                              marker_size_m=t.marker_size_m)
     if t.camera_matrix is None:
         if sim is None:
             raise ValueError(f"{config.name}: tracker.camera_matrix, camera_position_m and camera_rotation are needed on hardware")
@@ -358,15 +356,6 @@ def tracker_calibration(config: RobotConfig, sim: Any = None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-def _roll_pitch(quat_wxyz: np.ndarray) -> tuple[float, float, float]:
-    """(roll, pitch, tilt) rad of a body with orientation quat (ZYX Euler; tilt = angle of body z from world z)."""
-    w, x, y, z = quat_wxyz
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    zz = 1 - 2 * (x * x + y * y)  # world-z component of the body z axis
-    return roll, pitch, math.acos(max(-1.0, min(1.0, zz)))
 
 
 class SimRobot(Robot):
@@ -435,10 +424,12 @@ class SimRobot(Robot):
     def torso(self) -> TorsoPose | None:
         if self.sim._torso is None:
             return None
-        pos, quat = self.sim.torso_pose()
-        roll, pitch, tilt = _roll_pitch(quat)
-        w, x, y, z = quat
-        heading = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        from robosac.hal.aruco import roll_pitch_tilt
+
+        pos, _ = self.sim.torso_pose()
+        R = self.sim.data.xmat[self.sim._torso].reshape(3, 3)  # torso -> world
+        roll, pitch, tilt = roll_pitch_tilt(R)
+        heading = math.atan2(R[1, 0], R[0, 0])
         height = float(self.sim.marker_position()[2]) if self.sim._marker is not None else float(pos[2])
         return TorsoPose(float(pos[0]), float(pos[1]), heading, self.sim.time, roll, pitch, tilt, height)
 
