@@ -7,6 +7,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,6 +58,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(obj, dict) or "agent" not in obj:
         raise CheckpointError(f"checkpoint {path} is not a robosac checkpoint (no 'agent' entry)")
     return obj
+
+
+class JsonLines:
+    """An append-only JSON-lines log (a run's metrics.jsonl), one object per line, line-buffered.
+
+    Reopening drops a last line without its newline (a write cut short by kill -9), so lines
+    appended after a resume never merge into a broken one."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with self.path.open("r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+        self._file = self.path.open("a", buffering=1)
+
+    def write(self, kind: str, **values: Any) -> None:
+        self._file.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def capture_rng_state(numpy_generators: Mapping[str, np.random.Generator]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ the running twin (real dynamixel-sdk over the pty, real cv2.VideoCapture over HT
 from __future__ import annotations
 
 import math
-import time
 
 import gymnasium as gym
 import numpy as np

@@ -251,7 +251,6 @@ class SafetyLimits:
         servos = tuple(robot_config.servos)
         if not servos:
             raise _err("names", (), "a config with at least one servo")
-        n = len(servos)
         frac_w = _scalar("current_warn_fraction", current_warn_fraction, 0.0, 10.0)
         frac_s = _scalar("current_stop_fraction", current_stop_fraction, 0.0, 10.0)
         if frac_w > frac_s:

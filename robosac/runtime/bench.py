@@ -19,13 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = ["bench_loop", "TwinProcess"]
 
@@ -77,8 +74,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
     import robosac  # noqa: F401 - env ids
     from robosac.config import load_config
     from robosac.runtime.collector import Collector, percentiles
-    from robosac.runtime.learner import LearnerConfig, LearnerProcess
-    from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
+    from robosac.runtime.learner import AsyncLearner, LearnerConfig
     from robosac.sac.replay import Replay
     from robosac.sac.sac import SAC
     from robosac.sac.spaces import parse_obs_space
@@ -91,7 +87,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
     twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml")
     env = None
     tmp = tempfile.TemporaryDirectory()
-    learner = replay = weights = None
+    link = learner = None
     try:
         env = gym.make("robosac/ClawValveTurn-v0", backend="hardware", config=cfg, port=twin.serial,
                        camera_source=twin.camera, pixels=pixels, image_size=(image_size, image_size),
@@ -100,28 +96,23 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
         spec = parse_obs_space(env.observation_space)
         act_dim = env.action_space.shape[0]
         pickups: list[float] = []
-        ages: list[float] = []
-        state = {"version": 0, "publish_time": time.monotonic()}
+        ages: list[tuple[float, float]] = []  # (time, age of the weights in use), s
+        state = {"version": 0}  # sequential: updates done inside the loop
         batch = 128
         if mode == "async":
-            replay = SharedReplay.create(spec, act_dim, capacity=20_000)
-            weights = WeightStore.create(actor_state(agent))
-            learner = LearnerProcess(replay.name, weights.name, env.observation_space, env.action_space,
-                                     Path(tmp.name) / "learner.pt",
-                                     config=LearnerConfig(batch_size=batch, learning_starts=batch, max_updates_per_step=1000.0,
-                                                          publish_every=publish_every, checkpoint_every_s=3600.0, threads=1))
-            learner.start()
+            link = AsyncLearner(agent, env.observation_space, env.action_space, 20_000, Path(tmp.name) / "learner.pt",
+                                config=LearnerConfig(batch_size=batch, learning_starts=batch, max_updates_per_step=1000.0,
+                                                     publish_every=publish_every, checkpoint_every_s=3600.0, threads=1))
+            link.start()
+            replay, learner = link.replay, link.process
 
             def act(obs):
-                got = weights.latest(state["version"])
+                picked = link.refresh()
                 now = time.monotonic()
-                if got is not None:
-                    v, sd = got
-                    load_actor_state(agent, sd)
-                    state["version"], state["publish_time"] = v, weights.last_meta["publish_time"]
-                    pickups.append(now - state["publish_time"])
-                ages.append((now, now - state["publish_time"]))
-                return agent.act(obs), state["version"]
+                if picked:
+                    pickups.append(now - link.publish_time)
+                ages.append((now, now - link.publish_time))
+                return agent.act(obs), link.version
 
             def sink(t):
                 replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version)
@@ -196,11 +187,8 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
             "cores": os.cpu_count(),
         }
     finally:
-        if learner is not None:
-            learner.stop(10)
-        for shm in (replay, weights):
-            if shm is not None:
-                shm.close()
+        if link is not None:
+            link.close()
         if env is not None:
             env.close()
         twin.stop()

@@ -279,3 +279,58 @@ class LearnerSupervisor:
         self.messages.append(msg)
         log.warning(msg)
         return msg
+
+
+class AsyncLearner:
+    """The collector's side of asynchronous learning, made and torn down together: a SharedReplay
+    the collector writes, a WeightStore the learner publishes to, the LearnerProcess between them,
+    and `refresh()`, which loads newer published weights into the collector's acting copy `agent`
+    without waiting. The weight store starts with `agent`'s weights (load a checkpoint into it first
+    to resume). `close()` stops the learner (final publish and checkpoint) and frees both segments."""
+
+    def __init__(
+        self,
+        agent: Any,
+        observation_space: Any,
+        action_space: Any,
+        capacity: int,
+        checkpoint_path: str | os.PathLike,
+        sac_config: Any = None,
+        config: LearnerConfig | None = None,
+    ) -> None:
+        from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
+        from robosac.sac.spaces import parse_obs_space
+
+        self.agent = agent
+        self.replay = SharedReplay.create(parse_obs_space(observation_space), action_space.shape[0], capacity)
+        try:
+            self.weights = WeightStore.create(actor_state(agent))
+        except BaseException:
+            self.replay.close()
+            raise
+        self.process = LearnerProcess(self.replay.name, self.weights.name, observation_space, action_space,
+                                      checkpoint_path, sac_config, config)
+        self.version = 0  # of the weights in `agent` (0: its own, before any pickup)
+        self.publish_time = time.monotonic()  # when those weights were published (time.monotonic(), s)
+
+    def start(self, resume_from: str | os.PathLike | None = None) -> "AsyncLearner":
+        self.process.start(resume_from=resume_from)
+        return self
+
+    def refresh(self) -> bool:
+        """Load the newest published weights into `agent` if there are newer ones; True if so."""
+        from robosac.runtime.shared import load_actor_state
+
+        got = self.weights.latest(self.version)
+        if got is None:
+            return False
+        load_actor_state(self.agent, got[1])
+        self.version, self.publish_time = got[0], self.weights.last_meta["publish_time"]
+        return True
+
+    def close(self) -> None:
+        try:
+            self.process.stop(10)
+        finally:
+            self.replay.close()
+            self.weights.close()

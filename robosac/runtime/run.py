@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,14 +77,12 @@ def train_async(
 ) -> dict[str, Any]:
     import torch
 
-    from robosac.runtime.collector import Collector, percentiles
-    from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
-    from robosac.persist import CheckpointError, load_checkpoint
+    from robosac.runtime.collector import Collector
+    from robosac.runtime.learner import AsyncLearner, LearnerConfig, LearnerSupervisor
+    from robosac.persist import CheckpointError, JsonLines, load_checkpoint
     from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
-    from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
     from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
     from robosac.sac.sac import SAC, SACConfig
-    from robosac.sac.spaces import parse_obs_space
 
     cfg.validate()
     out = Path(out_dir)
@@ -98,21 +96,15 @@ def train_async(
     sac_cfg = SACConfig(actor_lr=cfg.lr, critic_lr=cfg.lr, alpha_lr=cfg.lr)
     env = make_env()
     tel = Telemetry(out)
-    metrics = (out / "metrics.jsonl").open("a", buffering=1)
+    metrics = JsonLines(out / "metrics.jsonl")  # drops a last line a kill -9 cut short
 
     def log(kind: str, **values: Any) -> None:
         # Strict JSON: a figure that is not known yet (NaN) is written as null.
-        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
-        metrics.write(json.dumps({"kind": kind, "time": time.time(), **clean}) + "\n")
+        metrics.write(kind, **{k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()})
 
-    replay = weights = learner = None
+    link = None
     try:
         agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
-        spec = parse_obs_space(env.observation_space)
-        replay = SharedReplay.create(spec, env.action_space.shape[0], cfg.replay_capacity)
-        store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},
-                            flush_every=cfg.flush_every, flush_interval_s=cfg.flush_interval_s, keep_last=cfg.replay_capacity)
-        step0 = episode0 = 0
         if resume:
             # Check the learner's checkpoint here, so a corrupt or foreign one is a clear error now,
             # not a learner that crashes and restarts in a loop.
@@ -120,51 +112,46 @@ def train_async(
                 agent.load_state_dict(load_checkpoint(ckpt)["agent"])
             except (CheckpointError, KeyError, ValueError, RuntimeError) as e:
                 raise RunError(f"cannot resume from {ckpt}: {e}") from e
-            chunks = store.iter_chunks()
-        else:
-            chunks = iter(())
-        try:
-            for _, chunk in chunks:
-                for i in range(len(chunk["step"])):
-                    replay.add_row({k: chunk[k][i] for k in replay.arrays})
-                step0 = int(chunk["step"][-1]) + 1
-                episode0 = int(chunk["episode"][-1]) + 1
-        except (ReplayStoreError, KeyError, ValueError) as e:
-            raise RunError(f"cannot resume from {out / 'replay'}: {e}") from e
+        link = AsyncLearner(
+            agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
+            LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
+                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=1, seed=cfg.seed),
+        )
+        replay, learner = link.replay, link.process
+        store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},
+                            flush_every=cfg.flush_every, flush_interval_s=cfg.flush_interval_s, keep_last=cfg.replay_capacity)
+        step0 = episode0 = 0
         if resume:
+            try:
+                restored = store.restore(replay)
+            except (ReplayStoreError, KeyError, ValueError) as e:
+                raise RunError(f"cannot resume from {out / 'replay'}: {e}") from e
+            # A resumed run starts a fresh episode.
+            step0, episode0 = restored["next_step"], restored["last_episode"] + 1
             log("resume", step=step0, episode=episode0)
         else:
             (out / "run.json").write_text(json.dumps({**(describe or {}), "config": asdict(cfg)}, indent=1))
             log("config", step=0, config=asdict(cfg), run=describe or {})
-        weights = WeightStore.create(actor_state(agent))
-        learner = LearnerProcess(
-            replay.name, weights.name, env.observation_space, env.action_space, ckpt, sac_cfg,
-            LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
-                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=1, seed=cfg.seed),
-        )
-        learner.start(resume_from=ckpt if resume else None)
+        link.start(resume_from=ckpt if resume else None)
         supervisor = LearnerSupervisor(learner)
         rng = np.random.default_rng([cfg.seed, step0])
         env.action_space.seed(int(rng.integers(2**31)))
-        st = {"version": 0, "step": step0, "episode": episode0, "ret": 0.0, "success": False, "eval": False}
+        st = {"step": step0, "episode": episode0, "ret": 0.0, "success": False, "eval": False}
         frames: list[np.ndarray] = []
         writers: list[threading.Thread] = []
         can_render = getattr(env, "render_mode", None) == "rgb_array"
 
         def act(obs: Any) -> tuple[np.ndarray, int]:
-            got = weights.latest(st["version"])
-            if got is not None:
-                load_actor_state(agent, got[1])
-                st["version"] = got[0]
+            link.refresh()
             if st["step"] < cfg.learning_starts:
                 return env.action_space.sample(), 0
             if st["eval"]:
-                return agent.act(obs, deterministic=True), st["version"]
+                return agent.act(obs, deterministic=True), link.version
             if cfg.wait_for_learner_slack is not None:
                 want = cfg.max_updates_per_step * st["step"] - cfg.wait_for_learner_slack
                 while learner.stats()["updates"] < want and learner.process is not None and learner.process.is_alive():
                     time.sleep(0.001)
-            return agent.act(obs), st["version"]
+            return agent.act(obs), link.version
 
         def sink(t: Any) -> None:
             replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version)
@@ -214,7 +201,7 @@ def train_async(
                        "loop/jitter_p50_s": cs["jitter_s"]["p50"], "loop/jitter_p99_s": cs["jitter_s"]["p99"],
                        "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
                        "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
-                       "learner/updates_per_s": ups, "learner/weights_version": st["version"]}
+                       "learner/updates_per_s": ups, "learner/weights_version": link.version}
             tel.scalars(st["step"], figures)
             log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
             if progress:
@@ -238,9 +225,7 @@ def train_async(
         if col.error is not None:
             log("error", step=st["step"], error=col.stats()["error"])
             raise RunError(f"the collector stopped: {col.stats()['error']} (replay and learner checkpoint are saved; --resume continues)")
-        final = weights.latest(0)
-        if final is not None:
-            load_actor_state(agent, final[1])
+        link.refresh()  # the learner's final weights
         ev = evaluate(env, lambda o: agent.act(o, deterministic=True), cfg.eval_episodes, seed=cfg.seed + 10_000,
                       video_path=out / "eval.mp4" if getattr(env, "render_mode", None) == "rgb_array" else None)
         cs = col.stats()
@@ -253,11 +238,8 @@ def train_async(
         summary["learning_curve"] = str(plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=str((describe or {}).get("target", ""))))
         return summary
     finally:
-        if learner is not None:
-            learner.stop(10)
-        for shm in (replay, weights):
-            if shm is not None:
-                shm.close()
+        if link is not None:
+            link.close()
         metrics.close()
         tel.close()
         env.close()

@@ -164,13 +164,17 @@ class SharedReplay:
         a["policy_version"][i] = policy_version
         self._counter[0] = n + 1  # publish only once the row is complete
 
-    def add_row(self, row: Mapping[str, np.ndarray]) -> None:
-        """Store one transition given in the layout of ``arrays`` (e.g. a row read back from disk)."""
+    def add_arrays(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Store N transitions given in the layout of ``arrays`` (keys as there), in order, as
+        :meth:`robosac.sac.replay.Replay.add_arrays` does (used by ReplayStore.restore); the
+        counter is published once every row is written."""
         n = int(self._counter[0])
-        i = n % self.capacity
-        for k, a in self.arrays.items():
-            a[i] = row[k]
-        self._counter[0] = n + 1
+        k = len(batch["reward"])
+        start = max(0, k - self.capacity)
+        idx = (n + start + np.arange(k - start)) % self.capacity
+        for key, a in self.arrays.items():
+            a[idx] = batch[key][start:]
+        self._counter[0] = n + k
 
     def row(self, position: int) -> dict[str, np.ndarray]:
         """Copies of the fields of the transition written at ``position`` (0-based, ever)."""

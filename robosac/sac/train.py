@@ -6,7 +6,6 @@ and replay; this loop is what `robosac train ENV_ID` runs for plain Gymnasium id
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robosac.persist import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from robosac.persist import CheckpointError, JsonLines, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.perf import keep_freed_memory
 from robosac.sac.replay import Replay
@@ -53,17 +52,10 @@ class TrainConfig:
 
 
 def evaluate(agent: SAC, env: gym.Env, episodes: int, seed: int) -> list[float]:
-    """Undiscounted returns of ``episodes`` deterministic-policy episodes."""
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
+    """Undiscounted returns of ``episodes`` deterministic-policy episodes (seeds seed, seed+1, ...)."""
+    from robosac.runtime.telemetry import evaluate as run_episodes
+
+    return run_episodes(env, lambda obs: agent.act(obs, deterministic=True), episodes, seed=seed)["returns"]
 
 
 class ResumeError(ValueError):
@@ -123,12 +115,8 @@ def train(
     elif ckpt_path.exists() or store.chunk_paths():
         raise ResumeError(f"{out} already holds a run (checkpoint.pt or replay chunks): pass --resume to continue it, or choose another --out")
 
-    metrics_path = out / "metrics.jsonl"
-    _drop_partial_last_line(metrics_path)  # a kill -9 can cut the last line short
-    metrics = metrics_path.open("a", buffering=1)
-
-    def log(kind: str, **values: Any) -> None:
-        metrics.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+    metrics = JsonLines(out / "metrics.jsonl")  # drops a last line a kill -9 cut short
+    log = metrics.write
 
     def checkpoint(step: int) -> None:
         store.flush()  # the checkpoint never refers to transitions that are not on disk
@@ -254,16 +242,6 @@ def _resume(
         "replay_transitions": info["transitions"],
         "updates": agent.updates,
     }
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    """Cut a last line without its newline (a write cut short by a crash) off ``path``."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _jsonable(value: Any) -> Any:
