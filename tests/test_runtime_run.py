@@ -36,13 +36,15 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     common = ["robosac/ClawValveTurn-v0", "--learning-starts", "256", "--batch-size", "64", "--eval-episodes", "1",
-              "--eval-every-episodes", "2", "--out", str(out)]
+              "--eval-every-episodes", "2", "--out", str(out), "--lr", "1e-3", "--sac", "critic_layer_norm=true"]
     r = _train(*common, "--steps", "500")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 500 and summary["learner_restarts"] == 0
     # The sim backend waits for the learner: updates keep up with collection (cap 1 per step).
     assert 500 - 256 - 200 <= summary["updates"] <= 500
+    sac = json.loads((out / "run.json").read_text())["config"]["sac"]
+    assert sac["critic_layer_norm"] is True and sac["critic_lr"] == sac["actor_lr"] == 1e-3
     rows = _chunks(out)
     assert list(rows["step"]) == list(range(500))
     v = rows["policy_version"]
@@ -74,7 +76,7 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     r = _train(*common, "--steps", "800", "--resume")
     assert r.returncode == 2 and "cannot resume from" in r.stderr and "learner.pt" in r.stderr
     (out / "learner.pt").write_bytes(good)
-    # robosac eval replays the trained policy and records a video.
+    # robosac eval replays the trained policy (built with the run's SAC settings) and records a video.
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "2", "--video", str(tmp_path / "e.mp4")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -86,6 +88,8 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
 
 
 def test_nothing_to_resume_and_unknown_targets(tmp_path: Path) -> None:
+    r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--sac", "critic_dropout=lots")
+    assert r.returncode == 2 and "--sac: SAC setting critic_dropout: invalid value 'lots'" in r.stderr
     r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--resume", str(tmp_path))
     assert r.returncode == 2 and "nothing to resume" in r.stderr
     r = _train("robosac/Nope-v0", "--steps", "10", "--out", str(tmp_path / "x"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -114,11 +115,11 @@ def test_temperature_settles_entropy_near_target():
     assert stats[-1]["alpha"] < 0.5  # it had to move from 1.0 to get there
 
 
-def _q_after_training(terminate: bool) -> float:
+def _q_after_training(terminate: bool, **sac: Any) -> float:
     env_factory = (lambda: ConstantRewardEnv(True)) if terminate else (lambda: TimeLimit(ConstantRewardEnv(False), max_episode_steps=1))
     cfg = TrainConfig(
         steps=700, seed=0, learning_starts=64, batch_size=64, eval_episodes=1, log_every=100,
-        sac=SACConfig(hidden=(32, 32), gamma=0.9, tau=0.2, init_alpha=1e-6, alpha_lr=0.0, critic_lr=3e-3, actor_lr=3e-3),
+        sac=SACConfig(hidden=(32, 32), gamma=0.9, tau=0.2, init_alpha=1e-6, alpha_lr=0.0, critic_lr=3e-3, actor_lr=3e-3, **sac),
     )
     import tempfile
 
@@ -295,3 +296,37 @@ def test_actions_are_scaled_to_the_action_bounds():
     acts = np.stack([agent.act(STATE.sample()) for _ in range(200)])
     assert np.all(acts >= space.low) and np.all(acts <= space.high)
     assert acts[:, 1].max() - acts[:, 1].min() > 5.0  # uses the range, not just [-1, 1]
+
+
+def test_droq_critic_has_layer_norm_and_dropout_and_learns_the_bootstrap():
+    """DroQ's critic: with LayerNorm, scaling a hidden layer's weights and bias changes nothing
+    (without it, Q scales too); dropout makes two passes differ; and it still learns Q = 10
+    (reward 1, gamma 0.9, no termination)."""
+    from robosac.sac.networks import TwinCritic
+
+    feat, act = torch.randn(64, 3), torch.randn(64, 2)
+    for layer_norm in (True, False):
+        torch.manual_seed(0)
+        critic = TwinCritic(3, 2, (32, 32), layer_norm=layer_norm)
+        with torch.no_grad():
+            before = critic(feat, act)
+            critic.layers[0].weight.mul_(100.0)
+            critic.layers[0].bias.mul_(100.0)
+            after = critic(feat, act)
+        assert torch.allclose(before, after, atol=1e-4) == layer_norm
+    critic = TwinCritic(3, 2, (32, 32), dropout=0.2)
+    assert not torch.equal(critic(feat, act), critic(feat, act))  # dropout is on in every pass
+    assert _q_after_training(terminate=False, critic_dropout=0.01, critic_layer_norm=True) == pytest.approx(10.0, abs=1.5)
+
+
+def test_sac_settings_parse_by_field_type_and_name_bad_keys():
+    from robosac.sac.sac import sac_config_from
+
+    cfg = sac_config_from(["critic_dropout=0.01", "critic_layer_norm=true", "hidden=64,64", "target_entropy=none", "gamma=0.95"])
+    assert (cfg.critic_dropout, cfg.critic_layer_norm, cfg.hidden, cfg.target_entropy, cfg.gamma) == (0.01, True, (64, 64), None, 0.95)
+    with pytest.raises(ValueError, match="'nope' is unknown; allowed: hidden"):
+        sac_config_from(["nope=1"])
+    with pytest.raises(ValueError, match="gamma: invalid value 'fast'; allowed: a number"):
+        sac_config_from(["gamma=fast"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        sac_config_from(["gamma"])

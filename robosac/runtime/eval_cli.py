@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     import robosac  # noqa: F401 - env ids
     from robosac.persist import CheckpointError, load_checkpoint
     from robosac.runtime.telemetry import evaluate
-    from robosac.sac.sac import SAC
+    from robosac.sac.sac import SAC, sac_config_from
 
     run = Path(args.run_dir)
     try:
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
             kwargs.update(port=args.port, camera_source=args.camera)
     try:
         env = gym.make(desc["env_id"], **kwargs)
-        agent = SAC(env.observation_space, env.action_space)
+        agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))  # the run's settings
         agent.load_state_dict(ck["agent"])
         res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video)
         env.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +49,7 @@ class RunConfig:
     flush_every: int = 1000
     flush_interval_s: float = 10.0
     publish_every: int = 1
-    lr: float = 3e-4
+    sac: Any = None  # SACConfig (None: defaults)
     # Every this many episodes (after learning starts) one episode is played with the deterministic
     # policy and recorded to videos/eval_step<N>.mp4 (its transitions still go to the replay).
     eval_every_episodes: int = 10
@@ -57,6 +57,8 @@ class RunConfig:
     # max_updates_per_step x transitions (the fast sim would otherwise outrun learning). A robot's
     # control loop never waits for the learner: leave it None there.
     wait_for_learner_slack: int | None = None
+    # Torch threads of the learner process. 1 on a robot: the other core stays with the control loop.
+    learner_threads: int = 1
 
     def validate(self) -> None:
         for k in ("steps", "batch_size", "replay_capacity", "flush_every", "publish_every"):
@@ -93,7 +95,8 @@ def train_async(
         raise RunError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # acting only; the learner has its own process
-    sac_cfg = SACConfig(actor_lr=cfg.lr, critic_lr=cfg.lr, alpha_lr=cfg.lr)
+    cfg = replace(cfg, sac=cfg.sac or SACConfig())
+    sac_cfg = cfg.sac
     env = make_env()
     tel = Telemetry(out)
     metrics = JsonLines(out / "metrics.jsonl")  # drops a last line a kill -9 cut short
@@ -115,7 +118,7 @@ def train_async(
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
-                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=1, seed=cfg.seed),
+                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=cfg.learner_threads, seed=cfg.seed),
         )
         replay, learner = link.replay, link.process
         store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},

@@ -123,23 +123,37 @@ class TwinCritic(nn.Module):
     """Q_1..Q_N(features, action) as one ensemble: (B, F), (B, A) -> (N, B), N = 2 by default.
 
     One batched matmul per layer for both critics halves the kernel launches of two separate MLPs,
-    which is most of the cost of a 256-wide update on a CPU.
+    which is most of the cost of a 256-wide update on a CPU. ``dropout`` > 0 and ``layer_norm`` give
+    DroQ's critic (Hiraoka et al. 2022, arXiv 2110.02034): Linear -> Dropout -> LayerNorm -> ReLU in
+    every hidden layer, which keeps Q estimates in check when the critic takes many updates per
+    env step. Dropout is on in every pass (targets and the actor's loss too), as in DroQ.
     """
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...], n: int = 2):
+    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...], n: int = 2, dropout: float = 0.0, layer_norm: bool = False):
         super().__init__()
         dims = (in_dim + act_dim, *hidden, 1)
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        # Per-member LayerNorm gain and bias, (N, 1, H) per hidden layer.
+        self.norm_weight = nn.ParameterList(nn.Parameter(torch.ones(n, 1, h)) for h in hidden) if layer_norm else None
+        self.norm_bias = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, h)) for h in hidden) if layer_norm else None
         self.n = n
+        self.dropout = float(dropout)
 
     def forward(self, feat: torch.Tensor, action: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """Q values (N, B). ``frozen``: use detached weights, so gradients reach the inputs only
         (the actor's loss must not train the critic)."""
         x = torch.cat([feat, action], dim=-1).unsqueeze(0).expand(self.n, -1, -1)
         last = len(self.layers) - 1
+
+        def param(p: torch.Tensor) -> torch.Tensor:
+            return p.detach() if frozen else p
+
         for i, layer in enumerate(self.layers):
-            w, b = (layer.weight.detach(), layer.bias.detach()) if frozen else (layer.weight, layer.bias)
-            x = torch.baddbmm(b, x, w)
+            x = torch.baddbmm(param(layer.bias), x, param(layer.weight))
             if i < last:
-                x = F.relu_(x)  # in place: baddbmm needs not its output for backward
+                if self.dropout > 0:
+                    x = F.dropout(x, self.dropout, training=True)
+                if self.norm_weight is not None:
+                    x = torch.addcmul(param(self.norm_bias[i]), F.layer_norm(x, x.shape[-1:]), param(self.norm_weight[i]))
+                x = F.relu_(x)  # in place: neither baddbmm nor addcmul needs its output for backward
         return x.squeeze(-1)

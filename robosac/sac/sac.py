@@ -42,6 +42,52 @@ class SACConfig:
     feature_dim: int = 50  # image features (B, F) out of the encoder
     conv_channels: tuple[int, ...] = (16, 32, 32)  # filters of the three 3x3 convs
     shift_pad: int = 4  # DrQ random shift, pixels (at 64x64; DrQ uses 4 at 84x84)
+    critic_dropout: float = 0.0  # DroQ: dropout rate in the critics' hidden layers (DroQ uses 0.01)
+    critic_layer_norm: bool = False  # DroQ: LayerNorm after each critic hidden layer
+
+
+def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
+    """``base`` with fields replaced from ``KEY=VALUE`` strings (or a dict), e.g. ``critic_dropout=0.01``.
+
+    Values are parsed as the field's type (tuples as comma lists: ``hidden=256,256``); an unknown
+    key or a bad value raises ValueError naming the key and what is allowed.
+    """
+    import dataclasses
+
+    cfg = base or SACConfig()
+    fields = {f.name: f for f in dataclasses.fields(SACConfig)}
+    items = settings.items() if isinstance(settings, dict) else [_split_setting(s) for s in settings]
+    changes: dict[str, Any] = {}
+    for key, raw in items:
+        if key not in fields:
+            raise ValueError(f"SAC setting {key!r} is unknown; allowed: {', '.join(fields)}")
+        default = getattr(SACConfig(), key)
+        try:
+            if not isinstance(raw, str):
+                value = tuple(raw) if isinstance(default, tuple) else raw  # e.g. a saved config's lists
+            elif isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1")
+            elif isinstance(default, tuple):
+                value = tuple(int(v) for v in raw.split(","))
+            elif default is None or isinstance(default, float):
+                value = None if raw.lower() == "none" else float(raw)
+            else:
+                value = type(default)(raw)
+        except ValueError:
+            kind = "true/false" if isinstance(default, bool) else "comma-separated integers" if isinstance(default, tuple) else \
+                f"a number{' or none' if default is None else ''}"
+            raise ValueError(f"SAC setting {key}: invalid value {raw!r}; allowed: {kind}") from None
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)
+
+
+def _split_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"SAC setting {text!r}: expected KEY=VALUE, e.g. critic_dropout=0.01")
+    return key.strip(), value.strip()
 
 
 def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
@@ -87,7 +133,8 @@ class SAC:
 
         self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
         self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden).to(self.device)
-        self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden).to(self.device)
+        self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
+                                 layer_norm=cfg.critic_layer_norm).to(self.device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
