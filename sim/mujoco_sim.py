@@ -306,10 +306,14 @@ class MujocoSim:
     def _step(self, n: int) -> None:
         m, d = self.model, self.data
         rate_limited = np.isfinite(self._vcap).any()
+        n = int(n)
         if not rate_limited and self.latency_s <= 0.0:
-            mujoco.mj_step(m, d, nstep=int(n))
+            mujoco.mj_step(m, d, nstep=n)
             return
-        for _ in range(int(n)):
+        # `read` needs the state from `latency_s` ago: recording only the last latency/dt + 2 steps
+        # of each call is enough and keeps the latency knob cheap (the sim backend steps 50 at once).
+        record_from = n - (math.ceil(self.latency_s / m.opt.timestep) + 2) if self.latency_s > 0.0 else n
+        for j in range(n):
             if rate_limited:
                 lim = self._vcap * m.opt.timestep
                 self._ref += np.clip(self._target - self._ref, -lim, lim)
@@ -317,7 +321,7 @@ class MujocoSim:
                 self._ref[~fin] = self._target[~fin]
                 d.ctrl[self._act] = self._ref
             mujoco.mj_step(m, d)
-            if self.latency_s > 0.0:
+            if j >= record_from:
                 self._record()
 
     def step_for(self, seconds: float) -> None:

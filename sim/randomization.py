@@ -39,7 +39,8 @@ class DomainRandomization:
                            claw's valve_cam only the position jitter acts).
     light_scale:           × every light's diffuse intensity.
     light_pos_jitter_m:    each light's position moves by U(−j, j) per axis, m.
-    observation_latency_s: `MujocoSim.read()` returns the state this long ago, s.
+    observation_latency_s: `MujocoSim.read()` returns the state this long ago, s (the sim backend
+                           reads so; `read_joint`, which the real-time twin serves, is never delayed).
     """
 
     actuator_gain_scale: Range = (1.0, 1.0)

@@ -8,6 +8,13 @@ simulator's ground truth as JSON). Runs until SIGINT/SIGTERM, then stops cleanly
 The real-time factor and physics overruns are reported on stderr every --report-s seconds and at
 exit (``twin stats: {json}``).
 
+Domain randomisation (``--physics mujoco``): on by default. One draw of
+`DomainRandomization.typical()` (without its observation latency: the twin's latency is the real
+serial path's, ``--usb-latency-ms``) is made at start from ``--seed`` (default 0) and printed as
+``randomization: {json}`` (also under "randomization" in the state JSON); the twin is then one fixed
+robot for its whole life. It cannot re-draw per episode as the sim backend does: the twin serves a
+servo bus and a camera and knows nothing of episodes. ``--no-randomize`` runs the MJCF's nominal model.
+
 ``--physics none``: no simulator; each servo tracks its goal as a rate-limited first-order system.
 """
 
@@ -17,6 +24,12 @@ import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from robosac.config import RobotConfig
+    from sim.mujoco_sim import MujocoSim
+    from sim.randomization import DomainRandomization
 
 PHYSICS_CHOICES = ("mujoco", "none")
 
@@ -39,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pace", action="store_true", help="sleep bytes*10/baud per packet so wire time is realistic")
     p.add_argument("--usb-latency-ms", type=float, default=0.0, help="model a USB adapter's latency timer (FTDI default 16; 0 = off)")
     p.add_argument("--link", default=None, help="path for the serial symlink (default: a new temp dir)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the domain randomisation drawn at start (default 0)")
+    p.add_argument("--no-randomize", dest="randomize", action="store_false",
+                   help="run the MJCF's nominal model (default: one draw of DomainRandomization.typical())")
     p.set_defaults(func=run)
     # `robosac fault` lives in its own module but is registered with the twin (one CLI entry).
     from sim import fault_cli
@@ -102,12 +118,10 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
 
     from sim.camera_server import CameraStreamer, MjpegServer
     from sim.dxl import ServoChain
-    from sim.mujoco_sim import MujocoSim
     from sim.realtime import RealtimeTwin
 
     try:
-        # Servos power up with torque off: the robot starts limp, as on the bench.
-        sim = MujocoSim(cfg, torque=False)
+        sim = make_sim(cfg, seed=args.seed, randomize=args.randomize)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"robosac twin: {e}", file=sys.stderr)
         return 2
@@ -139,7 +153,9 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
     chain = ServoChain.from_config(
         cfg, joints=twin.joint_models(), firmware=args.firmware, pace=args.pace, usb_latency_ms=args.usb_latency_ms, link=args.link
     )
-    server = MjpegServer(port=args.http_port, state=lambda: {**twin.ground_truth(), "cameras": {s.camera: s.stats().as_dict() for s in streamers}})
+    drawn = sim.sample.as_dict() if args.randomize else None
+    server = MjpegServer(port=args.http_port, state=lambda: {**twin.ground_truth(), "randomization": drawn,
+                                                             "cameras": {s.camera: s.stats().as_dict() for s in streamers}})
     streamers = [CameraStreamer(sim, twin.lock, c, w, h, fps, server.add_stream(c)) for c in cams]
     started: list = []
     try:
@@ -153,6 +169,7 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
         print(f"serial: {path}", flush=True)
         print(f"control: {chain.control_path}", flush=True)
         print(f"servos: {' '.join(str(i) for i in chain.ids())} at {cfg.bus.baud} bps", flush=True)
+        print(f"randomization: {json.dumps(drawn)}", flush=True)
         for c in cams:
             print(f"camera: {server.url(c)}", flush=True)
         print(f"state: {server.state_url()}", flush=True)
@@ -178,6 +195,25 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
     sim.close()
     print("robosac twin: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def twin_randomization() -> "DomainRandomization":
+    """What the twin draws by default: `DomainRandomization.typical()` without observation latency
+    (the twin's servos answer with the state now; its latency is the emulated serial path's)."""
+    from dataclasses import replace
+
+    from sim.randomization import DomainRandomization
+
+    return replace(DomainRandomization.typical(), observation_latency_s=(0.0, 0.0))
+
+
+def make_sim(cfg: "RobotConfig", *, seed: int | None, randomize: bool) -> "MujocoSim":
+    """The twin's simulation: `twin_randomization()` drawn once from `seed` (randomize=False: the
+    nominal model). What was drawn is `sim.sample`."""
+    from sim.mujoco_sim import MujocoSim
+
+    # Servos power up with torque off: the robot starts limp, as on the bench.
+    return MujocoSim(cfg, torque=False, seed=seed, randomization=twin_randomization() if randomize else None)
 
 
 def _report(st, streamers) -> str:

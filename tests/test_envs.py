@@ -37,6 +37,7 @@ def _hw_claw(tw, **kw):
 @pytest.mark.parametrize("env_id", [CLAW, QUAD])
 def test_check_env_sim_backend(env_id: str) -> None:
     env = gym.make(env_id, backend="sim", pixels=True, render_mode="rgb_array")
+    assert env.unwrapped.randomization is not None  # the default: re-drawn at every reset
     check_env(env.unwrapped)  # includes seeded determinism: the sim backend promises it
     env.close()
 
@@ -302,7 +303,8 @@ def test_sim_and_hardware_backends_follow_the_same_trajectory(claw_twin) -> None
     actions = np.stack([0.3 * np.sin(2 * np.pi * 0.5 * t + k) for k in range(9)], axis=1).astype(np.float32)
     trajs = {}
     for backend in ("sim", "hardware"):
-        env = gym.make(CLAW, backend="sim") if backend == "sim" else _hw_claw(claw_twin)
+        # Nominal sim: the in-process twin runs the MJCF's nominal model, and this compares physics.
+        env = gym.make(CLAW, backend="sim", randomization=None) if backend == "sim" else _hw_claw(claw_twin)
         env.reset(seed=0, options={"start_rad": 0.0})
         q = []
         for a in actions:

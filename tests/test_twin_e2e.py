@@ -36,8 +36,9 @@ class Twin:
         self.cfg: RobotConfig = load_config(ROOT / config)
         self.err = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+        # --no-randomize: these tests check settle poses and the camera against the nominal MJCF.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "robosac.cli", "twin", config, "--report-s", "1", *extra],
+            [sys.executable, "-m", "robosac.cli", "twin", config, "--report-s", "1", "--no-randomize", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.err, text=True, env=env,
         )
         self.lines: dict[str, list[str]] = {}
@@ -209,6 +210,7 @@ def test_claw_pose_readback_valve_limp_and_camera() -> None:
     twin = Twin("hardware_configs/claw.yaml")
     try:
         cfg = twin.cfg
+        assert twin.lines["randomization"] == ["null"] and twin.state()["randomization"] is None  # --no-randomize
         # Fingers bent outward (tips clear of the valve's prongs), so the valve can turn under them.
         pose = {"f0_top": 0.3, "f0_middle": 0.9, "f0_bottom": -0.5, "f1_top": -0.3, "f1_middle": 0.8,
                 "f1_bottom": -0.8, "f2_top": 0.0, "f2_middle": 0.7, "f2_bottom": -0.6, "valve": 2.5}

@@ -15,6 +15,13 @@ and latch), "safety_events" (warn/stop events this step), "frame_age_s", "period
 reason; the next reset() clears it if its cause is gone (never an e-stop: see Robot.recover).
 A camera frame older than safety.max_frame_age_s raises StaleFrameError (the servos hold their
 last goal) instead of feeding an old image to the policy.
+
+Domain randomisation (sim backend): on by default (`randomization="typical"`, i.e.
+`DomainRandomization.typical()`); every reset() draws fresh model parameters from a seed taken from
+the env's np_random (so reset(seed=s) repeats exactly) and reports the draw in
+info["randomization"] ({knob: value}, floats; {} when off). `randomization=None` keeps the MJCF's
+nominal model. The hardware backend takes no randomisation (a real robot cannot be randomised; the
+real-time twin draws its own once at start, see `robosac twin --seed / --no-randomize`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +38,7 @@ import numpy as np
 from robosac.config import RobotConfig, load_config
 from robosac.robots.robot import HardwareRobot, Robot, RobotState, SimRobot
 from robosac.robots.safety import SafetyStop, UnsafeCommandError
+from sim.randomization import DomainRandomization
 
 __all__ = ["RobotEnv", "BACKENDS", "HARDWARE_CONFIGS", "console_help"]
 
@@ -63,13 +71,19 @@ class RobotEnv(gym.Env):
         render_mode: str | None = None,
         sim_seed: int | None = None,
         bus_settings: dict[str, Any] | None = None,
+        randomization: DomainRandomization | Literal["typical"] | None = "typical",
     ) -> None:
+        """sim_seed: seed of the randomisation drawn when the simulation is built (every reset()
+        draws again). randomization (sim backend): "typical" = `DomainRandomization.typical()`,
+        a `DomainRandomization`, or None (nominal model); re-drawn at every reset(). The hardware
+        backend accepts only the default or None."""
         if backend not in BACKENDS:
             raise ValueError(f"backend: invalid value {backend!r}; allowed: {', '.join(BACKENDS)}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: invalid value {render_mode!r}; allowed: None, 'rgb_array'")
         if int(frame_stack) < 1:
             raise ValueError(f"frame_stack: invalid value {frame_stack!r}; allowed: an integer >= 1")
+        self.randomization = _resolve_randomization(randomization, backend)
         cfg = config if isinstance(config, RobotConfig) else load_config(config or HARDWARE_CONFIGS / self.default_config)
         if pixels and cfg.camera is None:
             raise ValueError(f"pixels=True needs a camera: section in {cfg.source or cfg.name}")
@@ -84,7 +98,7 @@ class RobotEnv(gym.Env):
         self.human_help = human_help
         if robot is None:
             if backend == "sim":
-                robot = SimRobot(cfg, seed=sim_seed, image_size=self.image_size)
+                robot = SimRobot(cfg, seed=sim_seed, randomization=self.randomization, image_size=self.image_size)
             else:
                 robot = HardwareRobot(cfg, port=port, camera_source=camera_source,
                                       use_camera=self.pixels or cfg.tracker is not None or render_mode == "rgb_array", **(bus_settings or {}))
@@ -157,8 +171,14 @@ class RobotEnv(gym.Env):
     # -- gym API -------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is not None and self.backend == "sim":
-            self.robot.restart()  # a seeded sim episode starts from the model's initial state
+        drawn: dict[str, float] | None = None
+        if self.backend == "sim":
+            drawn = {}
+            if self.randomization is not None:
+                # A new robot each episode, drawn from np_random: reset(seed=s) repeats it exactly.
+                drawn = self.robot.randomize(self.randomization, int(self.np_random.integers(2**63 - 1)))
+            if seed is not None:
+                self.robot.restart()  # a seeded sim episode starts from the model's initial state
         self.robot.recover()
         try:
             info = self._reset_robot(dict(options or {}))
@@ -179,6 +199,8 @@ class RobotEnv(gym.Env):
         st = self.robot.last_state or self.robot.read()
         obs = self._observe(st)
         info.update(self._common_info([]))
+        if drawn is not None:
+            info["randomization"] = drawn
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -249,3 +271,17 @@ class RobotEnv(gym.Env):
             "overruns": int(getattr(r, "overruns", 0)),
             "temperature_max_c": float(np.max(r.last_state.temperature)) if r.last_state is not None else math.nan,
         }
+
+
+def _resolve_randomization(value: Any, backend: str) -> DomainRandomization | None:
+    """The env's `randomization` argument as what the sim backend applies (None = nominal model)."""
+    if value is not None and not isinstance(value, DomainRandomization) and value != "typical":
+        raise ValueError(f"randomization: invalid value {value!r}; allowed: 'typical', None or a DomainRandomization")
+    if backend == "hardware":
+        if isinstance(value, DomainRandomization):
+            raise ValueError("randomization: the hardware backend cannot randomise a real robot; leave it at the "
+                             "default or None (the twin randomises itself: robosac twin --seed N / --no-randomize)")
+        return None
+    dr = DomainRandomization.typical() if value == "typical" else value
+    # A neutral one changes nothing: skip the per-reset work and report nothing drawn.
+    return None if dr == DomainRandomization() else dr

@@ -24,12 +24,15 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from robosac.config import RobotConfig
 from robosac.robots.safety import SafetyLimits, SafetyMonitor, SafetyStop
+
+if TYPE_CHECKING:
+    from sim.randomization import DomainRandomization
 
 __all__ = ["Robot", "RobotState", "TorsoPose", "HardwareRobot", "SimRobot", "SIM_TEMPERATURE_C"]
 
@@ -364,14 +367,15 @@ class SimRobot(Robot):
     Servo speed caps follow the config (limits.max_velocity_rad_s, what the bus writes to Velocity
     Limit), so a goal is followed as on the twin. Temperatures read SIM_TEMPERATURE_C; hardware
     errors never occur. Frames are rendered at (image_width, image_height) straight away (default:
-    the config's camera size). torso() is the simulator's ground truth."""
+    the config's camera size). torso() is the simulator's ground truth. randomization / seed: the
+    domain randomisation drawn at construction (see `randomize`; None = the MJCF's nominal model)."""
 
     def __init__(
         self,
         config: RobotConfig,
         *,
         seed: int | None = None,
-        randomization: Any = None,
+        randomization: "DomainRandomization | None" = None,
         image_size: tuple[int, int] | None = None,
     ) -> None:
         from sim.mujoco_sim import MujocoSim
@@ -383,6 +387,12 @@ class SimRobot(Robot):
         cam = config.camera
         self.image_size = image_size or ((cam.width, cam.height) if cam else (64, 64))
         self._camera_name = config.sim.camera if config.sim and config.sim.camera else None
+
+    def randomize(self, randomization: "DomainRandomization", seed: int | None) -> dict[str, float]:
+        """A fresh draw of `randomization` from `seed`, applied to the nominal model (draws never
+        compound); returns {knob: value drawn} (scales unitless, else the knob's unit). The state
+        is kept: the caller restarts or resets the robot afterwards. Simulation only."""
+        return {k: float(v) for k, v in self.sim.randomize(seed, randomization).values.items()}
 
     def restart(self) -> None:
         """Back to the model's initial state (all servos limp) with a fresh safety monitor, so a

@@ -30,13 +30,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class TwinProcess:
-    """`robosac twin CONFIG` in a subprocess; .serial and .cameras from its printed lines."""
+    """`robosac twin CONFIG` in a subprocess; .serial and .cameras from its printed lines.
 
-    def __init__(self, config: str | Path) -> None:
+    randomize: the twin's default one-off domain randomisation (False: `--no-randomize`, the
+    nominal model)."""
+
+    def __init__(self, config: str | Path, *, randomize: bool = True) -> None:
         env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
         self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "robosac.cli", "twin", str(config), "--report-s", "0"],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT)
+        cmd = [sys.executable, "-m", "robosac.cli", "twin", str(config), "--report-s", "0"]
+        if not randomize:
+            cmd.append("--no-randomize")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT)
         lines: dict[str, str] = {}
         deadline = time.monotonic() + 60
         while "state" not in lines:
@@ -84,7 +89,8 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
     torch.set_num_threads(1)  # the collector's inference; more threads only add jitter here
     cfg = load_config(ROOT / "hardware_configs" / "claw.yaml")
     cfg = replace(cfg, control=replace(cfg.control, rate_hz=rate_hz, episode_s=max(seconds * 2, 10.0)))
-    twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml")
+    # Nominal model: this measures the loop's timing, and runs compare best on one fixed robot.
+    twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml", randomize=False)
     env = None
     tmp = tempfile.TemporaryDirectory()
     link = learner = None
