@@ -173,6 +173,12 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
     other = SAC(STATE, ACT, SACConfig(hidden=(64, 64)), seed=0)
     with pytest.raises(ValueError, match="hidden"):
         other.load_state_dict(agent.state_dict())
+    # A checkpoint from before a setting existed loads as that setting's default, and only then.
+    old = agent.state_dict()
+    del old["config"]["critic_dropout"]
+    SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=1).load_state_dict(old)
+    with pytest.raises(ValueError, match="critic_dropout"):
+        SAC(STATE, ACT, SACConfig(hidden=(32, 32), critic_dropout=0.1), seed=1).load_state_dict(old)
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):

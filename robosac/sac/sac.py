@@ -242,7 +242,10 @@ class SAC:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings."""
-        saved = state.get("config", {})
+        # A setting added after the checkpoint was written counts as its default (which is how the
+        # agent behaved before the setting existed).
+        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(SACConfig()).items()}
+        saved = {**defaults, **state.get("config", {})}
         mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
