@@ -8,6 +8,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+import time
 from gymnasium.utils.env_checker import check_env
 
 import robosac  # noqa: F401 - registers the env ids
@@ -220,6 +221,24 @@ def test_persistent_hardware_fault_leaves_torque_off(claw_twin) -> None:
     tw.chain.faults.clear()
     assert all(tw.chain.get_item(i, "torque_enable") == 0 for i in tw.chain.ids() if i != 4)
     env.close()
+
+
+def test_safe_stop_reaches_every_servo_behind_a_dead_one(claw_twin) -> None:
+    """Servo 2 stops answering: the checked torque-off writes fail there, and the broadcast that
+    follows still turns off every servo that can hear it (3..10 would otherwise stay on)."""
+    tw = claw_twin
+    env = _hw_claw(tw).unwrapped
+    env.reset(seed=0)
+    assert all(tw.chain.get_item(i, "torque_enable") == 1 for i in tw.chain.ids() if i != 10)  # valve limp
+    tw.chain.faults.silence(2)
+    try:
+        env.robot.safe_stop()
+        time.sleep(0.02)  # a broadcast has no reply
+        assert all(tw.chain.get_item(i, "torque_enable") == 0 for i in tw.chain.ids() if i != 2)
+        assert env.robot.monitor.events["torque_offs"] >= 1 and not env.robot.torque_on.any()
+    finally:
+        tw.chain.faults.clear()
+        env.close()
 
 
 # ------------------------------------------------------------------ resets

@@ -294,6 +294,15 @@ class HardwareRobot(Robot):
         self._t_read = b.stamp
         return RobotState(b.position, b.velocity, b.current, b.temperature, b.hardware_error, b.stamp, dict(b.errors_seen))
 
+    def safe_stop(self) -> None:
+        """Torque off everywhere: checked writes, else one broadcast Torque Enable = 0 packet (a
+        servo that stopped answering still hears a broadcast); the Bus Watchdog is the backstop."""
+        from robosac.robots.safety import SafeBus
+
+        SafeBus(self.bus, self.monitor).torque_off()  # counts torque_offs
+        self.torque_on[:] = False
+        self._deadline = None
+
     def _set_torque(self, mask: np.ndarray, on: bool) -> None:
         ids = [sid for sid, m in zip(self.bus.ids, mask) if m]
         if on:
