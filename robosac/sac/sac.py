@@ -83,6 +83,11 @@ def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None
     return dataclasses.replace(cfg, **changes)
 
 
+def _config_dict(cfg: SACConfig) -> dict[str, Any]:
+    """The settings as saved in a checkpoint (tuples as lists, as torch.load returns them)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
 def _split_setting(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -237,16 +242,15 @@ class SAC:
         state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in self._MODULES + self._OPTIMIZERS}
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["updates"] = self.updates
-        state["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
+        state["config"] = _config_dict(self.config)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings."""
         # A setting added after the checkpoint was written counts as its default (which is how the
         # agent behaved before the setting existed).
-        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(SACConfig()).items()}
-        saved = {**defaults, **state.get("config", {})}
-        mine = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
+        saved = {**_config_dict(SACConfig()), **state.get("config", {})}
+        mine = _config_dict(self.config)
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
             raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
