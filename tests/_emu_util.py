@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import serial
+
+from robosac.config import RobotConfig, load_config
 
 from sim.dxl import protocol as P
 
@@ -69,3 +73,11 @@ class RawHost:
 def h(s: str) -> bytes:
     """Bytes from an e-manual style hex listing: '0xFF 0xFF 0xFD ...' or 'FF FF FD'."""
     return bytes(int(x, 16) for x in s.replace(",", " ").split())
+
+
+def position_mode_claw() -> RobotConfig:
+    """hardware_configs/claw.yaml with the fingers in plain position mode (3) instead of
+    current-based position mode (5): full stall torque and the firmware's own position limits, the
+    setting the position-mode servo model and the jam physics are checked against."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml")
+    return replace(cfg, servos=tuple(replace(s, operating_mode=3) if s.operating_mode == 5 else s for s in cfg.servos))

@@ -16,14 +16,7 @@ from sim.dxl import ServoChain  # noqa: E402
 CLAW = Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml"
 
 
-@pytest.fixture
-def claw():
-    """(config, running chain, open+configured bus with torque on) for hardware_configs/claw.yaml.
-
-    The reply-timeout margin is 20 ms: the emulator shares 2 busy cores with pytest, so the 2 ms
-    default (right for real servos) would add spurious retries and make exact counter checks flaky.
-    """
-    cfg = load_config(CLAW)
+def _configured_bus(cfg):
     chain = ServoChain.from_config(cfg)
     path = chain.start()
     bus = ServoBus.from_config(cfg, port=path, reopen_backoff_s=0.02, reopen_attempts=4, margin_ms=20.0).open()
@@ -34,3 +27,22 @@ def claw():
     finally:
         bus.close()
         chain.stop()
+
+
+@pytest.fixture
+def claw():
+    """(config, running chain, open+configured bus with torque on) for hardware_configs/claw.yaml.
+
+    The reply-timeout margin is 20 ms: the emulator shares 2 busy cores with pytest, so the 2 ms
+    default (right for real servos) would add spurious retries and make exact counter checks flaky.
+    """
+    yield from _configured_bus(load_config(CLAW))
+
+
+@pytest.fixture
+def claw_mode3():
+    """As `claw`, with the fingers in plain position mode (3), where the firmware enforces its own
+    Min/Max Position Limit (the claw config uses current-based position mode 5, which does not)."""
+    from _emu_util import position_mode_claw
+
+    yield from _configured_bus(position_mode_claw())

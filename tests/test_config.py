@@ -66,7 +66,7 @@ BAD = [
     (["servos", 0, "calibration", "sign"], 2, "servos[0].calibration.sign"),
     (["servos", 0, "calibration", "offset"], 0.1, "servos[0].calibration.offset"),
     (["servos", 4, "limits", "min_rad"], 2.0, "servos[4].limits"),
-    (["servos", 4, "limits", "max_rad"], 9.0, "servos[4].limits.max_rad"),
+    (["servos", 4, "limits", "max_rad"], 2000.0, "servos[4].limits.max_rad"),  # beyond mode 5's +-256 turns
     (["servos", 4, "limits", "max_velocity_rad_s"], 0.0, "servos[4].limits.max_velocity_rad_s"),
     (["servos", 4, "limits", "max_velocity_rad_s"], 100.0, "servos[4].limits.max_velocity_rad_s"),
     (["servos", 4, "limits", "current_a"], 10.0, "servos[4].limits.current_a"),
@@ -153,7 +153,7 @@ def test_environment_sections_of_the_shipped_configs() -> None:
     assert claw.control.rate_hz == 10 and claw.control.max_steps == 80
     assert claw.control.action_joints == tuple(s.name for s in claw.servos if s.name != "valve")
     assert set(claw.reset.pose_rad) == set(claw.control.action_joints)
-    assert claw.safety.current_stop_s == 0.5 and claw.tracker is None
+    assert claw.safety.current_stop_s == 1.0 and claw.tracker is None
     # The bus watchdog outlasts a control period several times over (reads and writes both feed it).
     assert claw.bus.watchdog_ms >= 3 * 1000 / claw.control.rate_hz
     quad = load_config(ROOT / "hardware_configs" / "quadruped.yaml")

@@ -51,8 +51,9 @@ def _settle(bus: ServoBus, q: np.ndarray, seconds: float = 0.4):
 # ---- configure --------------------------------------------------------------------------------------
 
 
-def test_configure_writes_eeprom_only_when_different() -> None:
-    cfg = load_config(CLAW)
+@pytest.mark.parametrize("config", ["claw.yaml", "quadruped.yaml"])  # modes 5 + 4, and mode 3
+def test_configure_writes_eeprom_only_when_different(config: str) -> None:
+    cfg = load_config(ROOT / "hardware_configs" / config)
     with ServoChain.from_config(cfg) as chain:
         bus = ServoBus.from_config(cfg, port=chain.port, **MARGIN).open()
         try:
@@ -71,9 +72,13 @@ def test_configure_writes_eeprom_only_when_different() -> None:
                 with chain.lock:
                     mem = chain.servo(s.id).mem
                     assert [mem[168 + 2 * k] | mem[169 + 2 * k] << 8 for k in range(STATE_BLOCK_SIZE)] == list(INDIRECT_MAP)
-            assert _servo(chain, 1, "current_limit") == round(1.5 / 2.69e-3)
-            lo, hi = bus.joints[0].tick_range()
-            assert (_servo(chain, 1, "min_position_limit"), _servo(chain, 1, "max_position_limit")) == (lo, hi)
+            for s, j in zip(cfg.servos, bus.joints):
+                amps = _servo(chain, s.id, "current_limit") * 2.69e-3
+                assert amps == pytest.approx(s.limits.current_a, abs=2.69e-3)
+                if s.operating_mode == 3:  # the firmware's own position limits (mode 3 only)
+                    assert (_servo(chain, s.id, "min_position_limit"), _servo(chain, s.id, "max_position_limit")) == j.tick_range()
+                if s.operating_mode == 5:  # Goal Current caps the effort at the configured limit
+                    assert _servo(chain, s.id, "goal_current") == _servo(chain, s.id, "current_limit")
 
             # Second pass: everything already matches -> reads only, no Write (0x03) instruction.
             writes_before = chain.stats()["instructions"].get("0x03", 0)
@@ -553,14 +558,15 @@ def test_servo_not_back_after_reboot_is_a_hardware_fault() -> None:
             bus.close()
 
 
-def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(claw) -> None:
-    """A joint pressed 0.02 rad past its limit (a load against the end stop) is held at the limit;
-    0.2 rad past, enabling torque is refused with the joint named (it must be moved by hand)."""
+def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(claw_mode3) -> None:
+    """Position mode (3): a joint pressed 0.02 rad past its limit (a load against the end stop) is
+    held at the limit; 0.2 rad past, enabling torque is refused with the joint named (the firmware
+    would refuse that goal; it must be moved by hand)."""
     import math
 
     from robosac.hal.faults import ConfigMismatchError
 
-    cfg, chain, bus = claw
+    cfg, chain, bus = claw_mode3
     bus.disable_torque([1])
     hi = cfg.servo("f0_top").limits.max_rad
     joint = chain.servo(1).joint

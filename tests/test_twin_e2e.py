@@ -25,7 +25,7 @@ from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyn
 from robosac.config import RobotConfig, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ADDR_TORQUE, ADDR_PROFILE_VELOCITY, ADDR_GOAL, ADDR_PRESENT = 64, 112, 116, 132
+ADDR_TORQUE, ADDR_GOAL_CURRENT, ADDR_PROFILE_VELOCITY, ADDR_GOAL, ADDR_PRESENT = 64, 102, 112, 116, 132
 TWO_PI = 2 * math.pi
 
 
@@ -110,6 +110,11 @@ def _command_pose(twin: Twin, pose: dict[str, float], settle_s: float, profile_r
         for name in pose:
             res, err = _txrx(ph.write4ByteTxRx, port, cfg.servo(name).id, ADDR_PROFILE_VELOCITY, prof)
             assert res == COMM_SUCCESS and err == 0, (name, ph.getTxRxResult(res))
+            sc = cfg.servo(name)
+            if sc.operating_mode == 5:  # current-based position: no effort until Goal Current is set
+                units = int(round(sc.limits.current_a / sc.model_info.current_unit_a))
+                res, err = _txrx(ph.write2ByteTxRx, port, sc.id, ADDR_GOAL_CURRENT, units)
+                assert res == COMM_SUCCESS and err == 0, (name, ph.getTxRxResult(res))
         sw = GroupSyncWrite(port, ph, ADDR_GOAL, 4)
         for name, q in pose.items():
             assert sw.addParam(cfg.servo(name).id, list(_ticks(cfg, name, q).to_bytes(4, "little", signed=True)))
@@ -216,7 +221,7 @@ def test_claw_pose_readback_valve_limp_and_camera() -> None:
                 "f1_bottom": -0.8, "f2_top": 0.0, "f2_middle": 0.7, "f2_bottom": -0.6, "valve": 2.5}
         got = _command_pose(twin, pose, settle_s=1.5)
         for name, q in pose.items():
-            assert got[name] == pytest.approx(q, abs=0.03), (name, got[name], q)
+            assert got[name] == pytest.approx(q, abs=0.03), (name, got, q)
         assert twin.state()["valve_angle_rad"] == pytest.approx(2.5, abs=0.03)
         # Torque off on the valve: it goes limp (reports its angle, current 0).
         port = PortHandler(twin.serial)

@@ -11,6 +11,7 @@ mujoco = pytest.importorskip("mujoco")
 from sim.mujoco_sim import MujocoSim  # noqa: E402
 from sim.randomization import DomainRandomization  # noqa: E402
 from sim.servo_model import actuator_params, predicted_settle_time_s  # noqa: E402
+from _emu_util import position_mode_claw  # noqa: E402
 
 CLAW = "hardware_configs/claw.yaml"
 QUAD = "hardware_configs/quadruped.yaml"
@@ -19,6 +20,13 @@ QUAD = "hardware_configs/quadruped.yaml"
 @pytest.fixture(scope="module")
 def claw() -> MujocoSim:
     s = MujocoSim(CLAW)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def claw_position_mode() -> MujocoSim:
+    s = MujocoSim(position_mode_claw())
     yield s
     s.close()
 
@@ -71,7 +79,8 @@ def _settle_time(sim: MujocoSim, idx: int, target: float, band: float, horizon_s
 
 
 @pytest.mark.parametrize("joint,step", [("f0_middle", 0.8), ("f1_top", 0.4), ("f2_bottom", -1.2), ("valve", 2.0)])
-def test_joint_follows_step_within_predicted_settle_time(claw: MujocoSim, joint: str, step: float) -> None:
+def test_joint_follows_step_within_predicted_settle_time(claw_position_mode: MujocoSim, joint: str, step: float) -> None:
+    claw = claw_position_mode  # the prediction is for full stall torque (no Goal Current cap)
     # Fingers bent outward (the claw's reset pose) so the valve's prongs pass under them.
     claw.reset(positions_rad=np.array([0.0, 0.8, -0.8] * 3 + [0.0]) if joint == "valve" else None)
     claw.set_torque(True)
@@ -166,7 +175,7 @@ def test_randomization_is_seeded_and_restores_nominal() -> None:
     assert a.model.actuator_gainprm[0, 0] == pytest.approx(kp0)
     assert a.latency_s == 0.0
     valve_dof = a._dadr[a.joint_names.index("valve")]
-    assert 0.002 <= c.model.dof_frictionloss[valve_dof] <= 0.05
+    assert 0.01 <= c.model.dof_frictionloss[valve_dof] <= 0.3
 
 
 def test_observation_latency_delays_read() -> None:
