@@ -259,6 +259,9 @@ class ServoBus:
         # longer than the Bus Watchdog period was seen since the watchdog was last (re-)armed.
         self._last_group_tx: float | None = None
         self._watchdog_suspect = False
+        # configure() found servos with torque on and a tripped bus watchdog that this session
+        # never enabled: a host that died left them holding.
+        self._inherited_torque = False
         self._reboots: dict[int, collections.deque] = {j.id: collections.deque() for j in joints}
         self._byid = {j.id: j for j in joints}
         self._index = {j.id: i for i, j in enumerate(joints)}
@@ -628,6 +631,8 @@ class ServoBus:
     def _apply_ram(self, j: JointSpec) -> list[str]:
         """Write every RAM setting that differs (gains, profile, watchdog, indirect map)."""
         ram = self.read_raw(j.id, 64, 52)  # 64..115: torque .. profile velocity
+        if ram[0] and to_signed(ram[_BUS_WATCHDOG - 64], 1) == -1 and not self._torque_ids:
+            self._inherited_torque = True  # torque on, watchdog tripped: the last host died on it
         written = self._apply(j.id, self._desired_ram(j), ram, 64)
         want_map = b"".join(a.to_bytes(2, "little") for a in INDIRECT_MAP)
         have_map = self.read_raw(j.id, INDIRECT_ADDRESS_1, len(want_map))
@@ -688,7 +693,15 @@ class ServoBus:
             # After a pause longer than the Bus Watchdog, servos with torque on refuse goal writes
             # (Range Error) until it is cleared: re-arm first, as write_goal_positions does.
             self._maybe_rearm_watchdog()
+            # Servos a crashed host left torqued (configure() saw their watchdog tripped): it re-armed
+            # their watchdogs one at a time and the first ones trip again while it walks the rest
+            # of the chain, so clear and re-arm each right before its goal = present write.
+            rearm = self._inherited_torque and not self._torque_ids and int(self.settings.watchdog_ms // WATCHDOG_MS_PER_UNIT)
+            self._inherited_torque = False
             for sid in self.ids if ids is None else ids:
+                if rearm:
+                    self.write_raw(sid, _BUS_WATCHDOG, [0])
+                    self.write_raw(sid, _BUS_WATCHDOG, [rearm])
                 self._hold_here(sid)
                 self.write_raw(sid, _TORQUE_ENABLE, [1])
                 self._torque_ids.add(sid)

@@ -33,14 +33,17 @@ class TwinProcess:
     """`robosac twin CONFIG` in a subprocess; .serial and .cameras from its printed lines.
 
     randomize: the twin's default one-off domain randomisation (False: `--no-randomize`, the
-    nominal model)."""
+    nominal model). camera_fps: the served camera's rate (None: the config's; a state-only run
+    can lower it to leave the CPU to the control loops)."""
 
-    def __init__(self, config: str | Path, *, randomize: bool = True) -> None:
+    def __init__(self, config: str | Path, *, randomize: bool = True, camera_fps: float | None = None) -> None:
         env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
         self.log = tempfile.TemporaryFile("w+")
         cmd = [sys.executable, "-m", "robosac.cli", "twin", str(config), "--report-s", "0"]
         if not randomize:
             cmd.append("--no-randomize")
+        if camera_fps is not None:
+            cmd += ["--camera-fps", str(camera_fps)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT)
         lines: dict[str, str] = {}
         deadline = time.monotonic() + 60

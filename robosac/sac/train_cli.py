@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
                    help="continue the run in DIR (default: --out) from its checkpoint and replay chunks, up to --steps in total; "
                         "pass the original run's options")
+    from robosac.distributed import cli as distributed_cli
+
+    distributed_cli.add_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -87,6 +90,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"robosac train: nothing to resume: {out} is not a directory", file=sys.stderr)
         return 2
     robot = _robot_target(args.target)
+    if args.cluster is None:
+        from robosac.distributed.cli import uses_distributed_options
+
+        flag = uses_distributed_options(args)
+        if flag:
+            print(f"robosac train: {flag} applies to distributed training only: add --cluster auto|local|ADDRESS", file=sys.stderr)
+            return 2
+    elif robot is None:
+        print(f"robosac train: --cluster trains robots: give a hardware config (e.g. hardware_configs/claw.yaml), not {args.target!r}",
+              file=sys.stderr)
+        return 2
     if robot is not None or args.target.startswith("robosac/"):
         return _run_robot(args, out, robot)
     if args.target not in gym.registry:
@@ -132,6 +146,13 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
     if args.twin and backend != "hardware":
         print("robosac train: --twin runs the hardware backend on the twin; drop --backend sim", file=sys.stderr)
         return 2
+    if args.cluster is not None:
+        if backend != "hardware":
+            print("robosac train: --cluster runs robots on the hardware backend; drop --backend sim", file=sys.stderr)
+            return 2
+        from robosac.distributed import cli as distributed_cli
+
+        return distributed_cli.run(args, out, robot, env_id)
     twin = None
     kwargs: dict[str, Any] = {"backend": backend, "pixels": args.pixels, "render_mode": "rgb_array"}
     if robot is not None:
