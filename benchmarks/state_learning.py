@@ -56,7 +56,7 @@ import robosac
 from stable_baselines3 import SAC
 from stable_baselines3.common.monitor import Monitor
 env_id, steps, seed, episodes, kwargs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[6]))
 env = Monitor(gym.make(env_id, backend="sim"))
 model = SAC("MultiInputPolicy", env, seed=seed, verbose=0, **kwargs)
 t0 = time.monotonic()
@@ -102,10 +102,10 @@ def run_robosac(task: dict, seed: int, keep: str | None) -> dict:
             "training_episodes": len(curve), "episodes_ended_by_safety_stop": stops, "curve": curve}
 
 
-def run_sb3(task: dict, seed: int, kwargs: dict) -> dict:
+def run_sb3(task: dict, seed: int, kwargs: dict, threads: int) -> dict:
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
-                           json.dumps(kwargs)], capture_output=True, text=True)
+                           json.dumps(kwargs), str(threads)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"SB3 run failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     s = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -149,6 +149,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json)")
     ap.add_argument("--skip-sb3", action="store_true", help="robosac only")
+    ap.add_argument("--sb3-threads", type=int, default=1,
+                    help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
     ap.add_argument("--keep-runs", default=None, metavar="DIR",
                     help="keep robosac's run directories as DIR/seed<N> (e.g. for `robosac eval DIR/seed0 --twin`)")
     args = ap.parse_args()
@@ -161,11 +163,12 @@ def main() -> int:
     libs = ["robosac"] + ([] if args.skip_sb3 else list(variants))
     res: dict = {"task": args.task, "env": f"{task['env_id']} (sim, state, domain randomisation on)", "steps": task["steps"],
                  "eval_episodes": task["eval_episodes"], "robosac_args": task["robosac_args"], "sb3_variants": variants,
+                 "sb3_threads": args.sb3_threads,
                  "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "python": platform.python_version(),
                  **{lib: {} for lib in libs}}
     for seed in args.seeds:
         for lib in libs:
-            r = run_robosac(task, seed, args.keep_runs) if lib == "robosac" else run_sb3(task, seed, variants[lib])
+            r = run_robosac(task, seed, args.keep_runs) if lib == "robosac" else run_sb3(task, seed, variants[lib], args.sb3_threads)
             if args.task == "quadruped":
                 r["walk_speed_m_s"] = walk_speed(r, task["episode_s"])
             res[lib][seed] = r
