@@ -178,6 +178,7 @@ def train_async(
             if end:
                 safety = t.info.get("safety", {})
                 log("episode", step=st["step"], episode=st["episode"], ret=st["ret"], success=st["success"],
+                    score=t.info.get("score"), terminated=bool(t.terminated),
                     safety_trips=safety.get("trips"), safety_stop=t.info.get("safety_stop"))
                 tel.scalars(st["step"], {"episode/return": st["ret"], "episode/success": float(st["success"]),
                                          "safety/trips": safety.get("trips", 0), "safety/current_warn": safety.get("current_warn", 0),
@@ -234,9 +235,11 @@ def train_async(
         cs = col.stats()
         summary = {"steps": st["step"], "episodes": st["episode"], "updates": learner.stats()["updates"],
                    "eval_return_mean": ev["return_mean"], "eval_success_rate": ev["success_rate"],
+                   "eval_score_mean": ev["score_mean"], "eval_terminated_rate": ev["terminated_rate"],
                    "learner_restarts": supervisor.restarts, "loop_jitter_ms": {k: 1000 * v for k, v in cs["jitter_s"].items()},
                    "overruns": cs["overruns"], "video": ev.get("video"), "out": str(out)}
-        log("eval", step=st["step"], eval_return_mean=ev["return_mean"], returns=ev["returns"], success_rate=ev["success_rate"])
+        log("eval", step=st["step"], eval_return_mean=ev["return_mean"], returns=ev["returns"], success_rate=ev["success_rate"],
+            scores=ev["scores"], terminated=ev["terminated"], terminated_rate=ev["terminated_rate"])
         metrics.flush()
         summary["learning_curve"] = str(plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=str((describe or {}).get("target", ""))))
         return summary

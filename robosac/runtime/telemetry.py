@@ -90,22 +90,30 @@ def evaluate(
     seed: int = 10_000,
     video_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run `episodes` episodes with `act` (deterministic policy); returns returns, success rate (the
-    last step's info["success"]) and the video path. Frames come from env.render() (the env must have render_mode="rgb_array")."""
-    returns, successes, frames = [], [], []
+    """Run `episodes` episodes with `act` (deterministic policy); returns returns, success rate and
+    scores (the last step's info["success"] and info["score"], as ROBEL scores them: the claw's
+    -|error| rad, the quadruped's forward progress m), the fraction of episodes that ended
+    terminated (the quadruped fell) and the video path. Frames come from env.render() (the env
+    must have render_mode="rgb_array")."""
+    returns, successes, scores, terminated, frames = [], [], [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        done, total, success = False, 0.0, False
+        done, total, success, score, term = False, 0.0, False, float("nan"), False
         while not done:
             if video_path is not None and i == 0:
                 frames.append(env.render())
             obs, r, term, trunc, info = env.step(act(obs))
             total += float(r)
-            success = bool(info.get("success", False))  # at the episode's end, as ROBEL scores it
+            success = bool(info.get("success", False))
+            score = float(info.get("score", float("nan")))
             done = term or trunc
         returns.append(total)
         successes.append(success)
-    out: dict[str, Any] = {"returns": returns, "return_mean": float(np.mean(returns)), "success_rate": float(np.mean(successes))}
+        scores.append(score)
+        terminated.append(bool(term))
+    out: dict[str, Any] = {"returns": returns, "return_mean": float(np.mean(returns)), "success_rate": float(np.mean(successes)),
+                           "scores": scores, "score_mean": float(np.mean(scores)), "terminated": terminated,
+                           "terminated_rate": float(np.mean(terminated))}
     if video_path is not None and frames:
         fps = env.metadata.get("render_fps") or 10
         out["video"] = str(save_video(frames, video_path, fps))

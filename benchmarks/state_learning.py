@@ -1,0 +1,192 @@
+"""Learning from proprioception on the twin (sim backend, state only): robosac vs Stable-Baselines3.
+
+Tasks (learning-results issue goals, 3 seeds each):
+- claw: ClawValveTurn fixed (start 0, target pi): success >= 90 % over 20 deterministic evaluation
+  episodes within 30 000 env steps. Success is the env's info["success"] at the last step of each
+  evaluation episode (|error| < 0.1 rad), as ROBEL scores it.
+- quadruped: QuadrupedWalk: mean forward speed >= 0.3 m/s over the 10 s episode without falling,
+  within 100 000 env steps; speed = the last step's info["score"] (forward progress, m) / 10 s, and
+  an evaluation episode that ends terminated (tilt or drop: a fall) counts as speed 0.
+
+The env is the default one: domain randomisation on, re-drawn every episode (evaluation episodes
+too). Three learners per seed, each its own subprocess, one after the other:
+- robosac: `robosac train <env id>` (collector thread + learner process, 1 update per env step)
+  with the task's ROBOSAC_ARGS;
+- SB3 defaults: `SAC("MultiInputPolicy", env)` (lr 3e-4, batch 256, learning_starts 100);
+- SB3 tuned: the same with robosac's tuned learning rate and learning_starts 1 000.
+
+    .venv/bin/python benchmarks/state_learning.py --task claw --seeds 0 1 2
+    .venv/bin/python benchmarks/state_learning.py --task quadruped --seeds 0 1 2
+
+Writes benchmarks/results/<task>_state.json and .png (training-episode returns, all runs).
+Needs stable-baselines3 (`pip install -e .[test]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TASKS = {
+    "claw": {
+        "env_id": "robosac/ClawValveTurn-v0", "steps": 30_000, "eval_episodes": 20, "episode_s": 8.0,
+        "robosac_args": ["--lr", "1e-3"],  # the tuned setting (BENCHMARKS.md: 3e-4 learned too slowly)
+        "sb3_tuned": {"learning_rate": 1e-3, "learning_starts": 1000},
+        "title": "ClawValveTurn fixed, state, domain randomisation on",
+    },
+    "quadruped": {
+        "env_id": "robosac/QuadrupedWalk-v0", "steps": 100_000, "eval_episodes": 10, "episode_s": 10.0,
+        "robosac_args": [],  # SAC's defaults
+        "sb3_tuned": {"learning_starts": 1000},
+        "title": "QuadrupedWalk, state, domain randomisation on",
+    },
+}
+
+_SB3_CHILD = r"""
+import json, sys, time
+import numpy as np, gymnasium as gym, torch
+import robosac
+from stable_baselines3 import SAC
+from stable_baselines3.common.monitor import Monitor
+env_id, steps, seed, episodes, kwargs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+torch.set_num_threads(int(sys.argv[6]))
+env = Monitor(gym.make(env_id, backend="sim"))
+model = SAC("MultiInputPolicy", env, seed=seed, verbose=0, **kwargs)
+t0 = time.monotonic()
+model.learn(total_timesteps=steps)
+wall = time.monotonic() - t0
+curve = list(zip(np.cumsum(env.get_episode_lengths()).tolist(), env.get_episode_rewards()))
+returns, successes, scores, terminated = [], [], [], []
+for i in range(episodes):
+    obs, _ = env.reset(seed=10_000 + seed * 100 + i)
+    done, total = False, 0.0
+    while not done:
+        a, _ = model.predict(obs, deterministic=True)
+        obs, r, term, trunc, info = env.step(a)
+        total += float(r)
+        done = term or trunc
+    returns.append(total)
+    successes.append(bool(info["success"]))
+    scores.append(float(info["score"]))
+    terminated.append(bool(term))
+print(json.dumps({"eval_return_mean": float(np.mean(returns)), "success_rate": float(np.mean(successes)), "scores": scores,
+                  "terminated": terminated, "train_wall_s": wall, "curve": curve}))
+"""
+
+
+def run_robosac(task: dict, seed: int, keep: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(keep, f"seed{seed}") if keep else os.path.join(d, "run")
+        cmd = [sys.executable, "-m", "robosac.cli", "train", task["env_id"], "--steps", str(task["steps"]), "--seed", str(seed),
+               "--eval-episodes", str(task["eval_episodes"]), "--eval-every-episodes", "0", "--out", out, "--no-progress",
+               *task["robosac_args"]]
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"robosac train failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
+        rows = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines() if line.strip()]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    ev = next(r for r in reversed(rows) if r["kind"] == "eval")
+    curve = [(r["step"], r["ret"]) for r in rows if r["kind"] == "episode"]
+    stops = sum(1 for r in rows if r["kind"] == "episode" and r.get("safety_stop"))
+    return {"eval_return_mean": s["eval_return_mean"], "success_rate": s["eval_success_rate"], "scores": ev["scores"],
+            "terminated": ev["terminated"], "terminated_rate": ev["terminated_rate"], "run_wall_s": wall,
+            "training_episodes": len(curve), "episodes_ended_by_safety_stop": stops, "curve": curve}
+
+
+def run_sb3(task: dict, seed: int, kwargs: dict, threads: int) -> dict:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
+                           json.dumps(kwargs), str(threads)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"SB3 run failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    s["terminated_rate"] = sum(s["terminated"]) / len(s["terminated"])
+    return {**s, "run_wall_s": time.monotonic() - t0}
+
+
+def walk_speed(run: dict, episode_s: float) -> float:
+    """Mean forward speed (m/s) over the evaluation episodes; a fall (terminated) counts as 0."""
+    falls = run.get("terminated") or []
+    speeds = [0.0 if (i < len(falls) and falls[i]) else sc / episode_s for i, sc in enumerate(run["scores"])]
+    return sum(speeds) / len(speeds)
+
+
+def plot(res: dict, libs: list[str], title: str, png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for lib, colour in zip(libs, ("C0", "C1", "C2")):
+        for i, run in enumerate(res[lib].values()):
+            x, y = (np.array(v, float) for v in zip(*run["curve"]))
+            k = min(20, len(y))  # moving average over 20 training episodes
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), color=colour, alpha=0.8, label=lib if i == 0 else None)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("training episode return (20-episode mean)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(png, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(TASKS), required=True)
+    ap.add_argument("--steps", type=int, default=None, help="env steps (default: the task's budget)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json)")
+    ap.add_argument("--skip-sb3", action="store_true", help="robosac only")
+    ap.add_argument("--sb3-threads", type=int, default=1,
+                    help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
+    ap.add_argument("--keep-runs", default=None, metavar="DIR",
+                    help="keep robosac's run directories as DIR/seed<N> (e.g. for `robosac eval DIR/seed0 --twin`)")
+    args = ap.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    task = dict(TASKS[args.task])
+    if args.steps is not None:
+        task["steps"] = args.steps
+    out_path = args.out or f"benchmarks/results/{args.task}_state.json"
+    variants = {"sb3_default": {}, "sb3_tuned": task["sb3_tuned"]}
+    libs = ["robosac"] + ([] if args.skip_sb3 else list(variants))
+    res: dict = {"task": args.task, "env": f"{task['env_id']} (sim, state, domain randomisation on)", "steps": task["steps"],
+                 "eval_episodes": task["eval_episodes"], "robosac_args": task["robosac_args"], "sb3_variants": variants,
+                 "sb3_threads": args.sb3_threads,
+                 "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "python": platform.python_version(),
+                 **{lib: {} for lib in libs}}
+    for seed in args.seeds:
+        for lib in libs:
+            r = run_robosac(task, seed, args.keep_runs) if lib == "robosac" else run_sb3(task, seed, variants[lib], args.sb3_threads)
+            if args.task == "quadruped":
+                r["walk_speed_m_s"] = walk_speed(r, task["episode_s"])
+            res[lib][seed] = r
+            print(lib, seed, {k: v for k, v in r.items() if k != "curve"}, flush=True)
+    for lib in libs:
+        runs = list(res[lib].values())
+        for key in ("success_rate", "eval_return_mean", "run_wall_s", "terminated_rate", "walk_speed_m_s"):
+            if key in runs[0]:
+                res[f"{lib}_mean_{key}"] = sum(r[key] for r in runs) / len(runs)
+    for lib in libs[1:]:
+        res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=1)
+    if len(libs) == 3:
+        plot(res, libs, task["title"], str(Path(out_path).with_suffix(".png")))
+    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
