@@ -204,6 +204,17 @@ class CollectorActor:
                 self._handle = None
             return "failed", None
 
+    def _settle(self, inflight: tuple[Any, float]) -> tuple[tuple[Any, float] | None, Any]:
+        """Await an in-flight call and mark the link: (the call if still unanswered else None, its
+        reply or None). A failed call is dropped after a 0.5 s pause; the caller sends it again."""
+        status, reply = self._await(*inflight)
+        self.link.mark(status == "ok")
+        if status == "slow":
+            return inflight, None
+        if status == "failed":
+            self._stop.wait(0.5)
+        return None, reply
+
     def _send_loop(self) -> None:
         inflight: tuple[Any, float] | None = None
         while not self._stop.is_set():
@@ -218,16 +229,9 @@ class CollectorActor:
                 first, oldest, rows = b
                 arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
                 inflight = (h.add.remote(self.robot, self.stream, first, oldest, arrays), time.monotonic())
-            status, reply = self._await(*inflight)
-            if status == "slow":
-                self.link.mark(False)
+            inflight, reply = self._settle(inflight)
+            if reply is None:
                 continue
-            inflight = None
-            if status == "failed":
-                self.link.mark(False)
-                self._stop.wait(0.5)
-                continue
-            self.link.mark(True)
             self.outbox.ack(reply["next_seq"], reply["durable_seq"])
             self.seen["transitions"] = reply["transitions"]
 
@@ -247,16 +251,9 @@ class CollectorActor:
                         or time.monotonic() - self._fetched_at >= self.s.weights_interval_s)
                 ref = h.latest_weights.remote(self.version, self.learner_id, self.robot, self.stream, want)
                 inflight = (ref, time.monotonic())
-            status, reply = self._await(*inflight)
-            if status == "slow":
-                self.link.mark(False)
+            inflight, reply = self._settle(inflight)
+            if reply is None:
                 continue
-            inflight = None
-            if status == "failed":
-                self.link.mark(False)
-                self._stop.wait(0.5)
-                continue
-            self.link.mark(True)
             self.seen = {"version": reply["version"], "learner_id": reply["learner_id"], "transitions": reply["transitions"]}
             if reply["transitions"] >= self.s.learning_starts:
                 self._warm = True  # sticky: a link that drops later never sends the robot back to random actions
