@@ -36,6 +36,7 @@ def test_transitions_carry_versions_and_episode_marks() -> None:
             np.testing.assert_array_equal(a.next_obs["state"], b.obs["state"])  # consecutive
         assert b.t_obs >= a.t_act
     assert c.returns[0] == sum(t.reward for t in got[:n])
+    assert c.episode_step == 5 and 0 < c.reset_s < 5  # two resets timed (the loop's non-stepping time)
     env.close()
 
 

@@ -172,10 +172,11 @@ class CollectorActor:
             self.safety_stop_log.append((self.collector.steps, str(t.info["safety_stop"])))
 
     def _figures(self) -> dict[str, Any]:
-        """What an outage record samples: loop steps, rows waiting to be sent, safety stops, overruns."""
+        """What an outage record samples: loop steps, time spent in resets (s), rows waiting to be
+        sent, safety stops, overruns."""
         c = self.collector
         robot = getattr(self.env.unwrapped, "robot", None)
-        return {"steps": c.steps if c is not None else 0, "unsent": self.outbox.unsent, "safety_stops": self.safety_stops,
+        return {"steps": c.steps if c is not None else 0, "reset_s": c.reset_s if c is not None else 0.0, "unsent": self.outbox.unsent, "safety_stops": self.safety_stops,
                 "overruns": int(getattr(robot, "overruns", 0))}
 
     # ---- the link's side ------------------------------------------------------------------------
@@ -285,7 +286,7 @@ class CollectorActor:
             node = None
         return {
             "robot": self.robot, "stream": self.stream, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node,
-            "started": self.started, "running": c.running, "steps": c.steps, "episodes": c.episodes,
+            "started": self.started, "running": c.running, "steps": c.steps, "episodes": c.episodes, "episode_step": c.episode_step,
             "overruns": cs["overruns"], "jitter_s": percentiles(c.late_s[lo:]), "obs_to_action_s": percentiles(c.obs_to_action_s[lo:]),
             "error": cs["error"], "safety_stops": self.safety_stops, "safety_stop_log": list(self.safety_stop_log), "safety": dict(self.safety),
             "outbox": {"produced": self.outbox.produced, "unsent": self.outbox.unsent, "held": self.outbox.held,

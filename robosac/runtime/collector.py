@@ -79,6 +79,9 @@ class Collector:
         self.error: BaseException | None = None
         self.steps = 0
         self.episodes = 0
+        self.episode_step = 0  # steps taken in the current episode
+        self._reset_done_s = 0.0  # time spent in finished resets, s
+        self._reset_t0: float | None = None  # monotonic start of the reset under way
         self.returns: list[float] = []
         self.late_s: list[float] = []
         self.obs_to_action_s: list[float] = []
@@ -104,20 +107,30 @@ class Collector:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def reset_s(self) -> float:
+        """Time the loop has spent resetting the robot so far, the reset under way included (s)."""
+        t0 = self._reset_t0
+        return self._reset_done_s + (time.monotonic() - t0 if t0 is not None else 0.0)
+
     # -- loop ----------------------------------------------------------------------------------
     def _reset(self) -> dict[str, np.ndarray]:
         self.resetting.set()
+        self._reset_t0 = t0 = time.monotonic()
         try:
             obs, _ = self.env.reset(seed=self.seed if self.episodes == 0 else None)
         finally:
+            self._reset_done_s += time.monotonic() - t0
+            self._reset_t0 = None
             self.resetting.clear()
+        self.episode_step = 0
         return obs
 
     def _run(self) -> None:
         try:
             obs = self._reset()
             t_obs = time.monotonic()
-            step, ret = 0, 0.0
+            ret = 0.0
             while not self._stop.is_set() and (self.max_steps is None or self.steps < self.max_steps):
                 t0 = time.monotonic()
                 action, version = self.act(obs)
@@ -131,15 +144,15 @@ class Collector:
                 self.last_info = info
                 if self.sink is not None:
                     self.sink(Transition(obs, np.asarray(action), float(reward), next_obs, bool(terminated), bool(truncated),
-                                         int(version), self.episodes, step, t_obs, t_act, info))
+                                         int(version), self.episodes, self.episode_step, t_obs, t_act, info))
                 self.steps += 1
-                step += 1
+                self.episode_step += 1
                 ret += float(reward)
                 obs, t_obs = next_obs, t_next
                 if terminated or truncated:
                     self.returns.append(ret)
                     self.episodes += 1
-                    step, ret = 0, 0.0
+                    ret = 0.0
                     if self._stop.is_set() or (self.max_steps is not None and self.steps >= self.max_steps):
                         break
                     obs = self._reset()
