@@ -271,6 +271,41 @@ def test_stuck_finger_is_disentangled_and_retried(claw_twin) -> None:
     env.close()
 
 
+def test_a_current_stop_in_the_reset_leaves_the_valve_limp_for_the_retry(claw_twin) -> None:
+    """A jammed finger presses at the current cap until a current stop; the robot recovers (torque
+    on) and the retry must find the valve still limp: a valve held in place keeps a finger hooked on
+    a prong pressing, and the reset fails (seen on the twin under load). Every finger-phase step is
+    recorded with the valve's torque state, up to the valve phase's own torque-on."""
+    tw = claw_twin
+    env = _hw_claw(tw).unwrapped
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.array([0, -1, 1, 0, 0, 0, 0, 0, 0], np.float32))
+    robot, v = env.robot, env.robot.names.index("valve")
+    log: list[tuple[str, bool]] = []
+    step, set_torque = robot.step, robot.set_torque
+
+    def spy_step(goal, tilt=None):
+        log.append(("step", bool(robot.torque_on[v])))
+        return step(goal, tilt)
+
+    def spy_set_torque(on, names=None):
+        if on and names == ["valve"]:
+            log.append(("valve phase", True))
+        return set_torque(on, names)
+
+    robot.step, robot.set_torque = spy_step, spy_set_torque
+    tw.chain.faults.jam(2, seconds=2.5)  # f0_middle held: it presses at the cap past current_stop_s
+    obs, info = env.reset()
+    assert env.reset_report.current_stops >= 1 and "f0" in info["reset_disentangled"]
+    phase = log.index(("valve phase", True))
+    assert phase > 0 and not any(on for _, on in log[:phase]), "the valve had torque during the finger moves"
+    truth = tw.twin.ground_truth()
+    assert all(abs(truth["joints"][n] - q) < 0.1 for n, q in env.config.reset.pose_rad.items())
+    assert truth["torque"]["valve"] is False
+    env.close()
+
+
 def test_finger_stuck_for_good_errors_or_asks_a_human(claw_twin) -> None:
     tw = claw_twin
     env = _hw_claw(tw).unwrapped

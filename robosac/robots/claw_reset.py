@@ -3,10 +3,11 @@
 Sequence (only joint goals through `Robot.step`, so every move is clipped and rate limited):
 1. valve limp, fingers torque on; drive the fingers to `reset.pose_rad` (tips clear of the valve at
    any angle) for at most `reset.timeout_s`;
-2. a finger with a joint further than `reset.tolerance_rad` from its pose (caught on a prong, held,
-   jammed) is disentangled: that finger alone goes to `reset.clear_pose_rad` (straightened and
-   swung out), then step 1 is tried again; a current stop during the move counts as a miss
-   (recover, then disentangle);
+2. a finger with a joint further than `reset.tolerance_rad` from its pose (its tip dragging on the
+   valve after reaching over it, held, jammed) is disentangled: that finger alone curls its tip
+   joint, then goes to `reset.clear_pose_rad` (tip tucked up, swung out), then step 1 is tried
+   again; a current stop during a move counts as a miss (recover with the valve still limp, then
+   disentangle);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
 4. the valve servo drives the valve to the start angle (the nearest equivalent multi-turn angle,
@@ -62,7 +63,9 @@ def _fingers(names: tuple[str, ...]) -> dict[str, list[int]]:
 
 
 def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout_s: float, report: ClawResetReport) -> RobotState:
-    """Step toward goal until every joint in mask is within tol or timeout; a current stop is recovered."""
+    """Step toward goal until every joint in mask is within tol or timeout. A current stop ends the
+    move: the robot recovers (torque on) and the valve goes limp again, as the finger moves need it:
+    a valve held in place would keep a finger hooked on its prong pressing at the current cap."""
     st = robot.last_state or robot.read()
     for _ in range(max(1, int(math.ceil(timeout_s / robot.dt_s)))):
         try:
@@ -71,11 +74,32 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
             if any(ev.kind != "current" for ev in e.events):
                 raise
             report.current_stops += 1
+            valve_on = bool(robot.torque_on[robot.names.index(VALVE)])
             robot.recover()
+            if not valve_on:
+                robot.set_torque(False, [VALVE])
             return robot.last_state or robot.read()
         if np.all(np.abs(st.position[mask] - goal[mask]) <= tol):
             break
     return st
+
+
+def _disentangle(robot: Robot, st: RobotState, idx: list[int], clear: np.ndarray, tol: float, timeout_s: float,
+                 report: ClawResetReport) -> None:
+    """Free one finger (joints idx, base to tip) that missed its pose: typically it reached over the
+    valve and its tip now drags on the prongs or the hub. Stop pushing (goal = where it is: a finger
+    at the current cap would trip a stop at once), curl the tip joint to its clear value (which
+    lifts the tip above the prongs), then the rest of the clear pose."""
+    mask = np.zeros(len(clear), dtype=bool)
+    mask[idx] = True
+    q = (robot.last_state or st).position
+    goal = (robot.monitor.last_goal if robot.monitor.last_goal is not None else q).copy()
+    goal[idx] = q[idx]
+    _drive(robot, goal, mask, tol, robot.dt_s, report)
+    goal[idx[-1]] = clear[idx[-1]]
+    _drive(robot, goal, mask, tol, timeout_s / 2, report)
+    goal[idx] = clear[idx]
+    _drive(robot, goal, mask, tol, timeout_s, report)
 
 
 def reset_claw(
@@ -109,12 +133,10 @@ def reset_claw(
                 break
             for f in missed:
                 report.disentangled.append(f)
-                goal = (robot.monitor.last_goal if robot.monitor.last_goal is not None else st.position).copy()
                 idx = fingers[f]
-                goal[idx] = clear[idx]
                 mask = np.zeros(len(names), dtype=bool)
                 mask[idx] = True
-                _drive(robot, goal, mask, cfg.tolerance_rad, cfg.timeout_s, report)
+                _disentangle(robot, st, idx, clear, cfg.tolerance_rad, cfg.timeout_s, report)
         else:
             msg = (f"claw reset: finger(s) {', '.join(missed)} did not reach the reset pose within "
                    f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts")
