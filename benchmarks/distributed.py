@@ -8,9 +8,11 @@ the learner updating flat out (batch 128, at most 1000 updates per transition, p
 update). After warm-up (learner updating, every robot acting with learned weights) it measures for
 --seconds: transitions/s reaching the learner, learner updates/s, weight staleness at each control
 step (learner version - acting version as last seen; age of the acting weights in s), and each
-loop's |deadline jitter| and overruns. The baseline is `robosac bench loop`'s async design (collector
-thread + learner process in one program) at the same rate and image size, not under SCHED_FIFO
-(the Ray collectors are not either).
+loop's |deadline jitter| and overruns. Each robot's control loop runs in its own process beside its
+collector actor, its thread under SCHED_FIFO where permitted (the default; each robot reports its
+`scheduling`). The baseline is `robosac bench loop`'s async design (collector thread + learner
+process in one program) at the same rate and image size, run twice: a normal collector thread
+(`single_process`) and one under SCHED_FIFO (`single_process_realtime`).
 
     .venv/bin/python benchmarks/distributed.py --seconds 25 --collectors 1 2 4
 
@@ -88,7 +90,7 @@ def run_distributed(n: int, seconds: float, rate_hz: float) -> dict[str, Any]:
                                  "jitter_ms": _ms(r["jitter_s"]), "obs_to_action_ms": _ms(r["obs_to_action_s"]),
                                  "staleness_versions": r["staleness_versions"], "weight_age_s": r["weight_age_s"],
                                  "outbox_max_held": r["outbox"]["max_held"], "dropped": r["outbox"]["dropped"],
-                                 "link_drops": r["link"]["drops"]} for name, r in per.items()}
+                                 "link_drops": r["link"]["drops"], "scheduling": r["scheduling"]} for name, r in per.items()}
             result = {
                 "collectors": n, "rate_hz": rate_hz, "seconds": round(wall, 1), "warm_up_s": round(warm_s, 1),
                 "transitions_per_s": (l1["transitions"] - l0["transitions"]) / wall,
@@ -112,15 +114,15 @@ def run_distributed(n: int, seconds: float, rate_hz: float) -> dict[str, Any]:
             t.stop()
 
 
-def run_single(seconds: float, rate_hz: float) -> dict[str, Any]:
+def run_single(seconds: float, rate_hz: float, realtime: bool) -> dict[str, Any]:
     from robosac.runtime.bench import bench_loop
 
-    r = bench_loop(seconds=seconds, rate_hz=rate_hz, mode="async", pixels=True, realtime=False)
+    r = bench_loop(seconds=seconds, rate_hz=rate_hz, mode="async", pixels=True, realtime=realtime)
     steady = r["steady_state_steps"]
     return {"collectors": 1, "rate_hz": rate_hz, "seconds": seconds, "transitions_per_s": steady / (seconds + 0.0),
             "learner_updates_per_s": r["learner_updates_per_s"], "weight_age_s": r["weights_age_s"],
             "weights_pickup_delay_s": r["weights_pickup_delay_s"], "jitter_ms": r["jitter_ms"], "overruns": r["overruns"],
-            "obs_to_action_ms": r["obs_to_action_ms"], "note": "robosac bench loop (async), realtime=False; "
+            "obs_to_action_ms": r["obs_to_action_ms"], "scheduling": r["collector_scheduling"], "note": "robosac bench loop (async); "
             "transitions/s = steady-state steps / window (the window runs a little longer than --seconds)"}
 
 
@@ -141,9 +143,10 @@ def main() -> None:
         [f"--seconds {args.seconds:g}", "--collectors", *map(str, args.collectors), f"--rate-hz {args.rate_hz:g}"]),
         "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "python": platform.python_version(),
         "load_avg_at_start": os.getloadavg()}
-    print("single process ...", flush=True)
-    out["single_process"] = run_single(args.seconds, args.rate_hz)
-    print(json.dumps(out["single_process"]), flush=True)
+    for key, rt in (("single_process", False), ("single_process_realtime", True)):
+        print(f"{key} ...", flush=True)
+        out[key] = run_single(args.seconds, args.rate_hz, rt)
+        print(json.dumps(out[key]), flush=True)
     connect(parse_cluster("local"), resources={f"robot:b{i}": 1 for i in range(max(args.collectors))})
     out["ray"] = ray.__version__
     out["distributed"] = []

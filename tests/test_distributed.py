@@ -279,6 +279,10 @@ def test_a_killed_collector_is_restarted_and_the_run_continues(scenario: dict) -
     new, old = _robot(back, "claw1"), _robot(before, "claw1")
     assert new["stream"] != old["stream"] and new["pid"] != old["pid"]  # a new incarnation, a new process
     assert new["running"] and new["error"] is None
+    # The loop runs in a process of its own (its interpreter lock is not the actor's), and the new
+    # incarnation removed the killed one's shared-memory segments.
+    assert new["loop_pid"] not in (new["pid"], old["loop_pid"]) and old["loop_pid"] != old["pid"]
+    assert not any(Path("/dev/shm", name).exists() for name in old["segments"]), old["segments"]
     # claw2 never stopped: same incarnation, more steps, more transitions at the learner.
     assert _robot(back, "claw2")["stream"] == _robot(before, "claw2")["stream"]
     assert _robot(back, "claw2")["steps"] > _robot(before, "claw2")["steps"] + 20

@@ -1,18 +1,24 @@
 """One robot's collector as a Ray actor, pinned to the node that owns the robot's serial port and camera.
 
-Inside: the runtime's :class:`~robosac.runtime.collector.Collector` thread running the robot's env
-(the same control loop, safety monitor and reset routine as ``robosac train`` in one process), and
-two threads that talk to the learner so the control loop never does:
+Inside: a child process (:class:`~robosac.distributed.robot_process.RobotProcess`) running the
+runtime's :class:`~robosac.runtime.collector.Collector` thread on the robot's env (the same control
+loop, safety monitor and reset routine as ``robosac train`` in one process), sharing only memory
+with the actor, so nothing the actor does (Ray's call handling, serialising transitions and
+weights) competes with the loop for its interpreter lock. In the actor, three threads:
 
-- sender: takes batches from the :class:`~robosac.distributed.outbox.Outbox` (bounded, drop-oldest,
-  numbered rows) and calls ``learner.add``; a reply acknowledges or rewinds. A call that does not
-  answer within ``rpc_timeout_s`` marks the link down; the same call is awaited again (not resent,
-  so a slow link is not flooded with copies) until it answers or fails, then resent.
+- pump: copies new transitions out of the child's shared ring into the
+  :class:`~robosac.distributed.outbox.Outbox` (bounded, drop-oldest, numbered rows), with each
+  step's timing and the weights that acted.
+- sender: takes batches from the outbox and calls ``learner.add``; a reply acknowledges or rewinds.
+  A call that does not answer within ``rpc_timeout_s`` marks the link down; the same call is
+  awaited again (not resent, so a slow link is not flooded with copies) until it answers or fails,
+  then resent.
 - puller: every ``poll_interval_s`` asks ``learner.latest_weights(after_version)`` (a ``ray.get``
-  with a timeout; the weights themselves at most every ``weights_interval_s``) and leaves newer
-  weights in a slot; ``act`` (in the control loop) swaps them in at the start of its next step. Until the learner has ``learning_starts`` transitions the robot
-  acts uniformly at random (as the single-process run does); after that it keeps the last weights
-  it has, whatever happens to the link.
+  with a timeout; the weights themselves at most every ``weights_interval_s``) and publishes newer
+  weights into the child's shared weight store; the loop picks them up at the start of its next
+  step. Until the learner has ``learning_starts`` transitions the robot acts uniformly at random
+  (as the single-process run does); after that it keeps the last weights it has, whatever happens
+  to the link.
 
 The actor finds the learner by name (``ray.get_actor``), so a collector may start before the
 learner, outlive its restarts, or join a running run. A robot that faults (a safety stop its reset
@@ -36,6 +42,7 @@ import numpy as np
 
 from robosac.distributed.cluster import NAMESPACE
 from robosac.distributed.outbox import Outbox
+from robosac.distributed.robot_process import RobotProcess, remove_segments
 
 __all__ = ["CollectorActor", "CollectorSettings"]
 
@@ -52,6 +59,7 @@ class CollectorSettings:
     learning_starts: int = 1000  # random actions until the learner holds this many transitions
     seed: int = 0
     stats_window: int = 3000  # steps the timing percentiles in stats() cover, at most
+    realtime: bool = True  # the control loop thread asks for SCHED_FIFO (normal where not permitted)
 
 
 class _Link:
@@ -91,14 +99,9 @@ class CollectorActor:
 
     def __init__(self, robot: str, learner_name: str, env_id: str, env_kwargs: dict[str, Any], sac_config: Any,
                  settings: CollectorSettings, twin_config: str | None = None) -> None:
-        import gymnasium as gym
         import torch
 
-        __import__("robosac")  # registers the env ids (robosac/...)
-        from robosac.runtime.collector import Collector
-        from robosac.sac.sac import SAC
-
-        torch.set_num_threads(1)  # acting only: the robot computer's other core stays free
+        torch.set_num_threads(1)  # the actor only moves data: the robot computer's other core stays free
         self.robot, self.learner_name, self.s = robot, learner_name, settings
         self.stream = secrets.randbits(62)  # this incarnation's row numbering; a restart starts a new one
         self.started = time.time()
@@ -107,77 +110,65 @@ class CollectorActor:
         if twin_config is not None:
             self.twin = _start_twin(twin_config, robot)
             env_kwargs.update(port=self.twin.serial, camera_source=self.twin.camera)
-        self.env = gym.make(env_id, **env_kwargs)
-        self.agent = SAC(self.env.observation_space, self.env.action_space, sac_config, seed=settings.seed)
-        self.env.action_space.seed(settings.seed + self.stream % 100_000)
+        leftovers = _state_file(robot, "segments")
+        if leftovers.exists():  # a previous incarnation's, killed before it could remove them
+            remove_segments(leftovers.read_text().split())
+        self.proc = RobotProcess(env_id, env_kwargs, sac_config, seed=settings.seed + self.stream % 100_000, realtime=settings.realtime)
+        leftovers.write_text(" ".join(self.proc.segment_names))
         self.outbox = Outbox(settings.outbox_capacity)
         self.link = _Link(self._figures)
-        self.version = 0  # of the weights acting (0: none yet)
+        self.version = 0  # of the weights acting, as the learner numbers them (0: none yet)
         self.learner_id: str | None = None  # whose weights those are
+        self.published: tuple[int, str | None] = (0, None)  # the newest weights handed to the loop
+        # Local weight-store version -> (learner version, learner id, age at reply s, received at s).
+        self._local: dict[int, tuple[int, str | None, float, float]] = {}
         self.seen: dict[str, Any] = {"version": 0, "learner_id": None, "transitions": 0}  # last poll's answer
-        self._pending: tuple[int, str, dict[str, Any], float] | None = None  # (version, learner id, state, age at reply)
-        self._picked_at = time.monotonic()
         self._fetched_at = 0.0  # when the puller last received weights
-        self._age_at_pickup = 0.0
         self._warm = False
-        # Per step (loop step, value): learner version - acting version (as last seen), and the age of
-        # the acting weights (s since the learner published them, on the learner's clock + ours since pickup).
-        self.staleness: deque[tuple[int, int]] = deque(maxlen=settings.stats_window)
-        self.weight_age_s: deque[tuple[int, float]] = deque(maxlen=settings.stats_window)
-        self.safety_stops = 0
-        self.safety_stop_log: deque[tuple[int, str]] = deque(maxlen=50)  # (loop step, reason), newest last
-        self.collector: Any = None
-        self.safety: dict[str, Any] = {}
+        # Per step (loop step, value): timing, learner version - acting version (as last seen), and
+        # the age of the acting weights (s since the learner published them when the step acted).
+        w = settings.stats_window
+        self.late_s: deque[tuple[int, float]] = deque(maxlen=w)
+        self.obs_to_action_s: deque[tuple[int, float]] = deque(maxlen=w)
+        self.staleness: deque[tuple[int, int]] = deque(maxlen=w)
+        self.weight_age_s: deque[tuple[int, float]] = deque(maxlen=w)
         self._handle: Any = None
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, name=n, daemon=True) for f, n in ((self._send_loop, "sender"), (self._poll_loop, "puller"))]
+        self._threads = [threading.Thread(target=f, name=n, daemon=True)
+                         for f, n in ((self._pump_loop, "pump"), (self._send_loop, "sender"), (self._poll_loop, "puller"))]
         for t in self._threads:
             t.start()
-        self.collector = Collector(self.env, self._act, self._sink, seed=settings.seed + self.stream % 100_000).start()
 
-    # ---- the control loop's side (no Ray calls here) -------------------------------------------
+    # ---- the loop's rows (the loop itself runs in the child process) ---------------------------
 
-    def _act(self, obs: Any) -> tuple[np.ndarray, int]:
-        from robosac.runtime.shared import load_actor_state
+    def _pump_once(self) -> None:
+        self.proc.events()
+        for r in self.proc.pump():
+            local = int(r["policy_version"])
+            version, learner_id, age, received = self._local.get(local, (0, None, 0.0, 0.0))
+            step = int(r["step"])
+            self.late_s.append((step, float(r["late_s"])))
+            self.obs_to_action_s.append((step, float(r["obs_to_action_s"])))
+            if local:
+                self.version, self.learner_id = version, learner_id
+                if self.seen["learner_id"] == learner_id:
+                    self.staleness.append((step, self.seen["version"] - version))
+                self.weight_age_s.append((step, float(r["t_act"]) - received + age))
+            row = {k: v for k, v in r.items() if k.startswith(("obs.", "next_obs."))}
+            row.update(action=r["action"], reward=np.float32(r["reward"]), terminated=np.float32(r["terminated"]),
+                       policy_version=np.int64(version), episode=np.int64(r["episode"]), episode_end=np.bool_(r["episode_end"]))
+            self.outbox.put(row)
 
-        p = self._pending
-        if p is not None:
-            self._pending = None
-            load_actor_state(self.agent, p[2])
-            self.version, self.learner_id, self._age_at_pickup = p[0], p[1], p[3]
-            self._picked_at = time.monotonic()
-        if self.version:
-            step = self.collector.steps if self.collector is not None else 0
-            if self.seen["learner_id"] == self.learner_id:
-                self.staleness.append((step, self.seen["version"] - self.version))
-            self.weight_age_s.append((step, time.monotonic() - self._picked_at + self._age_at_pickup))
-        if not self._warm or not self.version:
-            return self.env.action_space.sample(), 0
-        return self.agent.act(obs), self.version
-
-    def _sink(self, t: Any) -> None:
-        from robosac.sac.replay import canonical_obs
-
-        row: dict[str, Any] = {}
-        for prefix, o in (("obs", t.obs), ("next_obs", t.next_obs)):
-            for k, v in canonical_obs(o, self.agent.spec).items():
-                row[f"{prefix}.{k}"] = np.array(v)  # a copy: the env may reuse its buffers
-        row.update(action=np.asarray(t.action, np.float32), reward=np.float32(t.reward), terminated=np.float32(t.terminated),
-                   policy_version=np.int64(t.policy_version), episode=np.int64(t.episode),
-                   episode_end=np.bool_(t.terminated or t.truncated))
-        self.outbox.put(row)
-        self.safety = t.info.get("safety", self.safety)
-        if t.info.get("safety_stop"):
-            self.safety_stops += 1
-            self.safety_stop_log.append((self.collector.steps, str(t.info["safety_stop"])))
+    def _pump_loop(self) -> None:
+        while not self._stop.wait(0.01):
+            self._pump_once()
 
     def _figures(self) -> dict[str, Any]:
         """What an outage record samples: loop steps, time spent in resets (s), rows waiting to be
         sent, safety stops, overruns."""
-        c = self.collector
-        robot = getattr(self.env.unwrapped, "robot", None)
-        return {"steps": c.steps if c is not None else 0, "reset_s": c.reset_s if c is not None else 0.0, "unsent": self.outbox.unsent, "safety_stops": self.safety_stops,
-                "overruns": int(getattr(robot, "overruns", 0))}
+        p = self.proc
+        return {"steps": int(p.figure("steps")), "reset_s": p.figure("reset_s"), "unsent": self.outbox.unsent,
+                "safety_stops": len(p.safety_stops), "overruns": int(p.figure("overruns"))}
 
     # ---- the link's side ------------------------------------------------------------------------
 
@@ -248,36 +239,44 @@ class CollectorActor:
             if inflight is None:
                 # Weights only when due (or none yet, or from a learner that has restarted since):
                 # every poll would move the whole actor across the network several times a second.
-                want = (self.version == 0 or self.seen["learner_id"] != self.learner_id
+                have, have_id = self.published
+                want = (have == 0 or self.seen["learner_id"] != have_id
                         or time.monotonic() - self._fetched_at >= self.s.weights_interval_s)
-                ref = h.latest_weights.remote(self.version, self.learner_id, self.robot, self.stream, want)
+                ref = h.latest_weights.remote(have, have_id, self.robot, self.stream, want)
                 inflight = (ref, time.monotonic())
             inflight, reply = self._settle(inflight)
             if reply is None:
                 continue
             self.seen = {"version": reply["version"], "learner_id": reply["learner_id"], "transitions": reply["transitions"]}
-            if reply["transitions"] >= self.s.learning_starts:
-                self._warm = True  # sticky: a link that drops later never sends the robot back to random actions
             if reply["weights"] is not None:
                 state = {k: torch.from_numpy(np.array(v)) for k, v in reply["weights"].items()}
-                self._pending = (reply["version"], reply["learner_id"], state, reply["age_s"])
+                local = self.proc.publish(state, reply["version"])
                 self._fetched_at = time.monotonic()
+                self._local[local] = (reply["version"], reply["learner_id"], reply["age_s"], self._fetched_at)
+                self.published = (reply["version"], reply["learner_id"])
+            if reply["transitions"] >= self.s.learning_starts and not self._warm:
+                self._warm = True  # sticky: a link that drops later never sends the robot back to random actions
+                self.proc.set_warm()
             self.outbox.release(reply.get("durable_seq", 0))
             self._stop.wait(self.s.poll_interval_s)
 
     # ---- remote methods ---------------------------------------------------------------------------
 
     def spaces(self) -> tuple[Any, Any]:
-        return self.env.observation_space, self.env.action_space
+        return self.proc.observation_space, self.proc.action_space
 
     def stats(self, since_step: int = 0) -> dict[str, Any]:
         """The robot's figures: loop timing (from ``since_step`` on, at most ``stats_window`` steps),
         outbox, link, weights in use and their staleness, safety."""
         from robosac.runtime.collector import percentiles
 
-        c = self.collector
-        lo = max(since_step, c.steps - self.s.stats_window)
-        cs = c.stats()
+        p = self.proc
+        steps = int(p.figure("steps"))
+        lo = max(since_step, steps - self.s.stats_window)
+
+        def since(d: deque) -> list:
+            return [v for i, v in list(d) if i >= lo]
+
         try:
             import ray
 
@@ -285,23 +284,25 @@ class CollectorActor:
         except Exception:  # noqa: BLE001 - in-process use
             node = None
         return {
-            "robot": self.robot, "stream": self.stream, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node,
-            "started": self.started, "running": c.running, "steps": c.steps, "episodes": c.episodes, "episode_step": c.episode_step,
-            "overruns": cs["overruns"], "jitter_s": percentiles(c.late_s[lo:]), "obs_to_action_s": percentiles(c.obs_to_action_s[lo:]),
-            "error": cs["error"], "safety_stops": self.safety_stops, "safety_stop_log": list(self.safety_stop_log), "safety": dict(self.safety),
+            "robot": self.robot, "stream": self.stream, "pid": os.getpid(), "loop_pid": p.pid, "segments": p.segment_names, "host": socket.gethostname(),
+            "node_id": node, "started": self.started, "running": p.running, "steps": steps, "episodes": int(p.figure("episodes")),
+            "episode_step": int(p.figure("episode_step")), "overruns": int(p.figure("overruns")), "scheduling": p.scheduling,
+            "jitter_s": percentiles(since(self.late_s)), "obs_to_action_s": percentiles(since(self.obs_to_action_s)),
+            "error": p.error, "safety_stops": len(p.safety_stops), "safety_stop_log": p.safety_stops[-50:], "safety": dict(p.safety),
             "outbox": {"produced": self.outbox.produced, "unsent": self.outbox.unsent, "held": self.outbox.held,
                        "max_held": self.outbox.max_held, "dropped": self.outbox.dropped,
-                       "dropped_unconfirmed": self.outbox.dropped_unconfirmed, "capacity": self.outbox.capacity},
+                       "dropped_unconfirmed": self.outbox.dropped_unconfirmed, "capacity": self.outbox.capacity,
+                       "lost_in_ring": p.lost},
             "link": self.link.as_dict(), "acting_version": self.version, "acting_learner_id": self.learner_id,
             "learner_version_seen": self.seen["version"], "warm": self._warm,
-            "staleness_versions": percentiles([v for i, v in list(self.staleness) if i >= lo]),
-            "weight_age_s": percentiles([v for i, v in list(self.weight_age_s) if i >= lo]),
+            "staleness_versions": percentiles(since(self.staleness)), "weight_age_s": percentiles(since(self.weight_age_s)),
         }
 
     def stop(self, drain_s: float = 10.0) -> dict[str, Any]:
         """Stop the loop (robot left as the env closes it: torque off), deliver what is left (up to
         ``drain_s``), and return stats()."""
-        self.collector.stop()
+        self.proc.stop()
+        self._pump_once()  # the rows written between the last pump and the loop's end
         deadline = time.monotonic() + drain_s
         while self.outbox.unsent and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -309,10 +310,11 @@ class CollectorActor:
         self._stop.set()
         for t in self._threads:
             t.join(self.s.rpc_timeout_s + 1.0)
-        self.env.close()
+        self.proc.close()
+        _state_file(self.robot, "segments").unlink(missing_ok=True)
         if self.twin is not None:
             self.twin.stop()
-            _twin_pidfile(self.robot).unlink(missing_ok=True)
+            _state_file(self.robot, "twin").unlink(missing_ok=True)
         return out
 
 
@@ -325,7 +327,7 @@ def _start_twin(config: str, robot: str) -> Any:
 
     if not Path(config).exists():
         raise FileNotFoundError(f"--twin: the hardware config {config} is not on node {socket.gethostname()}")
-    pidfile = _twin_pidfile(robot)
+    pidfile = _state_file(robot, "twin")
     try:
         old = int(pidfile.read_text())
         if "twin" in Path(f"/proc/{old}/cmdline").read_bytes().decode(errors="replace"):
@@ -337,5 +339,7 @@ def _start_twin(config: str, robot: str) -> Any:
     return twin
 
 
-def _twin_pidfile(robot: str) -> Path:
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"robosac-twin-{robot}.pid"
+def _state_file(robot: str, what: str) -> Path:
+    """Where an incarnation leaves what the next one must clean up: "twin" (the PID of the twin it
+    started), "segments" (its robot process's shared-memory names)."""
+    return Path(os.environ.get("TMPDIR", "/tmp")) / {"twin": f"robosac-twin-{robot}.pid", "segments": f"robosac-segments-{robot}.txt"}[what]

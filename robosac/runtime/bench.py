@@ -65,15 +65,6 @@ class TwinProcess:
                 self.proc.kill()
 
 
-def _set_realtime() -> str:
-    """Try SCHED_FIFO for the calling thread; say what was done (users may lack the permission)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))  # 0 = this thread on Linux
-        return "SCHED_FIFO 50"
-    except (AttributeError, PermissionError, OSError) as e:
-        return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
-
-
 def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async", pixels: bool = True,
                image_size: int = 64, publish_every: int = 1, realtime: bool = True) -> dict[str, Any]:
     import gymnasium as gym
@@ -138,16 +129,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
                 local.add(t.obs, t.action, t.reward, t.next_obs, t.terminated)
 
         n_steps = int((seconds + 5.0) * rate_hz)  # + start-up, so the steady state lasts `seconds`
-        col = Collector(env, act, sink, max_steps=n_steps, seed=0)
-        sched = {"policy": "not requested"}
-        if realtime:
-            col_run = col._run
-
-            def run_rt() -> None:
-                sched["policy"] = _set_realtime()
-                col_run()
-
-            col._run = run_rt  # type: ignore[method-assign]
+        col = Collector(env, act, sink, max_steps=n_steps, seed=0, realtime=realtime)
         t0 = time.monotonic()
         u0, i0, o0 = 0, 0, 0
         robot = env.unwrapped.robot
@@ -192,7 +174,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
             "learner_updates_per_s": ups,
             "weights_age_s": percentiles(ages_ss) if ages_ss else None,
             "weights_pickup_delay_s": percentiles(pickups) if pickups else None,
-            "collector_scheduling": sched["policy"],
+            "collector_scheduling": col.scheduling,
             "cores": os.cpu_count(),
         }
     finally:

@@ -11,6 +11,9 @@ adds what a training run needs around `env.step`:
   so a learner can pause then.
 - timing per step: |deadline jitter| (`late_s`), observation-to-action latency, period, overruns;
   `stats()` summarises them (p50/p99/max).
+- `realtime=True`: the loop thread asks for SCHED_FIFO (priority 50), so that other busy
+  processes on the robot's computer do not delay its wake-ups; without the permission (not root,
+  no CAP_SYS_NICE or rtprio limit) it runs as a normal thread. `scheduling` says which.
 - an exception (a safety stop that reset cannot clear, a stale camera, a bus fault) ends the loop;
   the robot is left as the safety layer leaves it (torque off or holding) and the exception is kept
   in `error` for the caller.
@@ -18,6 +21,7 @@ adds what a training run needs around `env.step`:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +29,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Collector", "Transition", "percentiles"]
+__all__ = ["Collector", "Transition", "percentiles", "try_realtime"]
+
+
+def try_realtime() -> str:
+    """Try SCHED_FIFO 50 for the calling thread; say what was done (users may lack the permission)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))  # 0 = this thread on Linux
+        return "SCHED_FIFO 50"
+    except (AttributeError, PermissionError, OSError) as e:
+        return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
 
 
 @dataclass
@@ -66,12 +79,15 @@ class Collector:
         max_steps: int | None = None,
         seed: int | None = None,
         resetting: Any = None,
+        realtime: bool = False,
     ) -> None:
         self.env = env
         self.act = act
         self.sink = sink
         self.max_steps = max_steps
         self.seed = seed
+        self.realtime = realtime
+        self.scheduling = "normal (not requested)"  # the loop thread's, once it runs
         # Set while the robot resets itself; pass a learner's pause event to pause learning then.
         self.resetting = resetting if resetting is not None else threading.Event()
         self._stop = threading.Event()
@@ -127,6 +143,8 @@ class Collector:
         return obs
 
     def _run(self) -> None:
+        if self.realtime:
+            self.scheduling = try_realtime()
         try:
             obs = self._reset()
             t_obs = time.monotonic()
@@ -168,6 +186,7 @@ class Collector:
         return {
             "steps": self.steps,
             "episodes": self.episodes,
+            "scheduling": self.scheduling,
             "overruns": int(getattr(robot, "overruns", 0)),
             "jitter_s": percentiles(self.late_s),
             "obs_to_action_s": percentiles(self.obs_to_action_s),

@@ -96,7 +96,8 @@ class SharedReplay:
             self.arrays[key] = np.ndarray(tuple(shape), np.dtype(dtype), buffer=buf, offset=offset)
 
     @staticmethod
-    def _fields(spec_state_dim: int, chw: tuple[int, ...] | None, act_dim: int, capacity: int) -> list[tuple[str, tuple, str]]:
+    def _fields(spec_state_dim: int, chw: tuple[int, ...] | None, act_dim: int, capacity: int,
+                extra: Mapping[str, str] | None = None) -> list[tuple[str, tuple, str]]:
         fields: list[tuple[str, tuple, str]] = []
         for prefix in ("obs", "next_obs"):
             if spec_state_dim:
@@ -109,14 +110,17 @@ class SharedReplay:
             ("terminated", (capacity,), "bool"),
             ("policy_version", (capacity,), "int64"),
         ]
+        fields += [(k, (capacity,), dtype) for k, dtype in (extra or {}).items()]
         return fields
 
     @classmethod
-    def create(cls, spec: ObsSpec, act_dim: int, capacity: int, name: str | None = None) -> "SharedReplay":
-        """Allocate a new segment (zeroed) for ``capacity`` transitions; the caller owns it."""
+    def create(cls, spec: ObsSpec, act_dim: int, capacity: int, name: str | None = None,
+               extra: Mapping[str, str] | None = None) -> "SharedReplay":
+        """Allocate a new segment (zeroed) for ``capacity`` transitions; the caller owns it.
+        extra: more scalar fields per row, name -> numpy dtype, given to ``add`` as keywords."""
         if capacity < 2:  # one slot is always reserved for the writer's next row
             raise ValueError(f"shared replay capacity must be >= 2, got {capacity}")
-        fields = cls._fields(spec.state_dim, spec.image.chw if spec.image is not None else None, act_dim, capacity)
+        fields = cls._fields(spec.state_dim, spec.image.chw if spec.image is not None else None, act_dim, capacity, extra)
         # Lay out: JSON header | counter (64 B) | arrays, each 64-byte aligned. The JSON holds the
         # offsets, which depend on its own length, so size it with placeholder offsets first.
         probe = {"capacity": capacity, "act_dim": act_dim, "fields": [[k, list(s), d, 10**12] for k, s, d in fields]}
@@ -132,11 +136,12 @@ class SharedReplay:
         return cls(shm, layout, base, owner=True, spec=spec)
 
     @classmethod
-    def attach(cls, name: str) -> "SharedReplay":
-        """Open an existing segment by name (the learner's side)."""
+    def attach(cls, name: str, spec: ObsSpec | None = None) -> "SharedReplay":
+        """Open an existing segment by name: the reader's side, or (given ``spec``) a writer in
+        another process than the creator's."""
         shm = shared_memory.SharedMemory(name=name)
         layout, _ = _read_layout(shm.buf, _MAGIC_REPLAY, "SharedReplay")
-        return cls(shm, layout, int(layout["base"]), owner=False, spec=None)
+        return cls(shm, layout, int(layout["base"]), owner=False, spec=spec)
 
     # ---- writer ---------------------------------------------------------------------------------
 
@@ -148,8 +153,10 @@ class SharedReplay:
     def __len__(self) -> int:
         return min(self.written, self.capacity)
 
-    def add(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool, policy_version: int = -1) -> None:
-        """Store one transition (observations as the env emitted them); never waits for the reader."""
+    def add(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool, policy_version: int = -1,
+            **extra: Any) -> None:
+        """Store one transition (observations as the env emitted them, ``extra`` fields as created);
+        never waits for the reader."""
         if self.spec is None:
             raise RuntimeError("add() needs the ObsSpec: only the creating (collector) side writes")
         n = int(self._counter[0])
@@ -162,6 +169,8 @@ class SharedReplay:
         a["reward"][i] = reward
         a["terminated"][i] = bool(terminated)
         a["policy_version"][i] = policy_version
+        for key, value in extra.items():
+            a[key][i] = value
         self._counter[0] = n + 1  # publish only once the row is complete
 
     def add_arrays(self, batch: Mapping[str, np.ndarray]) -> None:
@@ -180,6 +189,11 @@ class SharedReplay:
         """Copies of the fields of the transition written at ``position`` (0-based, ever)."""
         i = position % self.capacity
         return {k: a[i].copy() for k, a in self.arrays.items()}
+
+    def oldest_intact(self) -> int:
+        """The oldest position a reader can still copy whole: older rows are overwritten (or being
+        overwritten). Check it again after copying a row to know the copy was not torn."""
+        return self._safe_lo(self.written)
 
     # ---- reader ---------------------------------------------------------------------------------
 
