@@ -94,6 +94,31 @@ def test_shared_replay_round_trip_pixels_wraparound_and_replay_format():
     assert _unlinked(writer.name)
 
 
+def test_shared_replay_extra_fields_and_a_writer_attached_from_elsewhere():
+    """The distributed robot process's ring: the creator (the actor) reads, a process that attached
+    with the spec writes, rows carry extra fields, and oldest_intact says which rows a lap spoiled."""
+    spec = parse_obs_space(OBS)
+    owner = SharedReplay.create(spec, act_dim=1, capacity=4, extra={"episode": "int64", "late_s": "float64", "end": "bool"})
+    writer = SharedReplay.attach(owner.name, spec=spec)
+    try:
+        for i in range(6):
+            writer.add(np.full(3, i, np.float32), np.full(1, i, np.float32), float(i), np.full(3, i + 1, np.float32), False,
+                       policy_version=i, episode=i // 2, late_s=i / 1000, end=i % 2 == 1)
+        assert owner.written == 6 and owner.oldest_intact() == 3  # rows 0..1 overwritten, 2's slot is next
+        row = owner.row(5)
+        assert row["episode"] == 2 and row["late_s"] == pytest.approx(0.005) and bool(row["end"]) and row["policy_version"] == 5
+        assert row["obs.state"].tolist() == [5.0] * 3 and row["next_obs.state"].tolist() == [6.0] * 3
+        assert owner.row(3)["episode"] == 1 and not bool(owner.row(4)["end"])
+        reader = SharedReplay.attach(owner.name)  # no spec: a reader only
+        with pytest.raises(RuntimeError, match="ObsSpec"):
+            reader.add(np.zeros(3), np.zeros(1), 0.0, np.zeros(3), False)
+        reader.close()
+    finally:
+        writer.close()
+        owner.close()
+    assert _unlinked(owner.name)
+
+
 def test_shared_replay_reader_never_sees_a_half_written_row():
     """A writer thread laps a small ring while the reader samples; every row must be one transition."""
     spec = parse_obs_space(OBS)
