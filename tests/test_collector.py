@@ -3,6 +3,7 @@ the real-time twin, and a fault ending the loop with the robot left safe."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import gymnasium as gym
@@ -69,6 +70,28 @@ def test_a_fault_ends_the_loop_and_is_reported() -> None:
     c.start().join(30)
     assert c.steps == 5 and "UnsafeCommandError" in c.stats()["error"]
     assert env.unwrapped.robot.info()["nonfinite_commands"] == 1
+    env.close()
+
+
+def test_realtime_loop_thread_reports_its_actual_scheduling() -> None:
+    """realtime=True: the loop thread asks for SCHED_FIFO; `scheduling` must say what the thread
+    really runs under (FIFO where permitted, as here as root; a normal thread and the refusal
+    otherwise), and the caller's thread is left as it was."""
+    env = gym.make(CLAW, backend="sim")
+    seen: list[int] = []
+
+    def act(obs):
+        seen.append(os.sched_getscheduler(0))
+        return np.zeros(9, np.float32), 0
+
+    c = Collector(env, act, max_steps=3, seed=0, realtime=True)
+    c.start().join(30)
+    assert c.error is None and len(seen) == 3
+    if c.scheduling == "SCHED_FIFO 50":
+        assert set(seen) == {os.SCHED_FIFO}
+    else:
+        assert c.scheduling.startswith("normal (SCHED_FIFO refused") and set(seen) == {os.SCHED_OTHER}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER and c.stats()["scheduling"] == c.scheduling
     env.close()
 
 
