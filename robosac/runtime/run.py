@@ -188,8 +188,10 @@ def train_async(
                 st["eval"] = (st["step"] >= cfg.learning_starts and cfg.eval_every_episodes > 0
                               and st["episode"] % cfg.eval_every_episodes == 0)
 
-        # Learning pauses while the robot resets itself (the reset routine gets the CPU).
-        col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0, resetting=learner.pause_event).start()
+        # Learning pauses while the robot resets itself (the reset routine gets the CPU). A paced
+        # (hardware) loop asks for SCHED_FIFO; the sim backend runs flat out and must not hog a core.
+        col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0, resetting=learner.pause_event,
+                        realtime=getattr(env.unwrapped, "backend", "sim") == "hardware").start()
         t_last, u_last = time.monotonic(), 0
 
         def log_figures() -> None:
@@ -237,7 +239,7 @@ def train_async(
                    "eval_return_mean": ev["return_mean"], "eval_success_rate": ev["success_rate"],
                    "eval_score_mean": ev["score_mean"], "eval_terminated_rate": ev["terminated_rate"],
                    "learner_restarts": supervisor.restarts, "loop_jitter_ms": {k: 1000 * v for k, v in cs["jitter_s"].items()},
-                   "overruns": cs["overruns"], "video": ev.get("video"), "out": str(out)}
+                   "overruns": cs["overruns"], "loop_scheduling": cs["scheduling"], "video": ev.get("video"), "out": str(out)}
         log("eval", step=st["step"], eval_return_mean=ev["return_mean"], returns=ev["returns"], success_rate=ev["success_rate"],
             scores=ev["scores"], terminated=ev["terminated"], terminated_rate=ev["terminated_rate"])
         metrics.flush()
