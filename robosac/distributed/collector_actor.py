@@ -133,6 +133,7 @@ class CollectorActor:
         self.staleness: deque[tuple[int, int]] = deque(maxlen=w)
         self.weight_age_s: deque[tuple[int, float]] = deque(maxlen=w)
         self._handle: Any = None
+        self._pump_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=f, name=n, daemon=True)
                          for f, n in ((self._pump_loop, "pump"), (self._send_loop, "sender"), (self._poll_loop, "puller"))]
@@ -142,6 +143,10 @@ class CollectorActor:
     # ---- the loop's rows (the loop itself runs in the child process) ---------------------------
 
     def _pump_once(self) -> None:
+        with self._pump_lock:  # the pump thread and stop() both pump: rows must enter the outbox once, in order
+            self._pump_rows()
+
+    def _pump_rows(self) -> None:
         self.proc.events()
         for r in self.proc.pump():
             local = int(r["policy_version"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from typing import Any
 
@@ -156,6 +157,7 @@ class RobotProcess:
         self._conn.send(("names", self.ring.name, self.weights.name, self._fig_shm.name))
         msg = self._recv_startup(start_timeout_s)
         self.pid = msg[1]
+        self._lock = threading.Lock()  # events() and pump() may be called from two threads (pump, stop)
         self.pumped = 0  # ring position of the next row to copy out
         self.lost = 0  # rows the ring lapped before they were copied
         self.error: str | None = None
@@ -178,6 +180,10 @@ class RobotProcess:
 
     def events(self) -> None:
         """Read what the child reported (safety stops, safety figures, its end)."""
+        with self._lock:
+            self._events()
+
+    def _events(self) -> None:
         try:
             while self._conn.poll():
                 msg = self._conn.recv()
@@ -196,6 +202,10 @@ class RobotProcess:
     def pump(self) -> list[dict[str, np.ndarray]]:
         """Copies of the rows written since the last call, oldest first (rows lapped are counted in
         ``lost``)."""
+        with self._lock:
+            return self._pump()
+
+    def _pump(self) -> list[dict[str, np.ndarray]]:
         n = self.ring.written
         lo = self.ring.oldest_intact()
         if self.pumped < lo:
