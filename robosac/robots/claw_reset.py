@@ -64,9 +64,11 @@ def _fingers(names: tuple[str, ...]) -> dict[str, list[int]]:
 
 def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout_s: float, report: ClawResetReport) -> RobotState:
     """Step toward goal until every joint in mask is within tol or timeout. A current stop ends the
-    move: the robot recovers (torque on) and the valve goes limp again, as the finger moves need it:
-    a valve held in place would keep a finger hooked on its prong pressing at the current cap."""
+    move: the robot recovers (torque on everywhere) and the joints that were limp go limp again (the
+    valve during the finger moves: held in place, it would keep a finger hooked on a prong pressing
+    at the current cap)."""
     st = robot.last_state or robot.read()
+    limp = [n for n, on in zip(robot.names, robot.torque_on) if not on]  # read before a stop turns all off
     for _ in range(max(1, int(math.ceil(timeout_s / robot.dt_s)))):
         try:
             st = robot.step(goal)
@@ -74,10 +76,9 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
             if any(ev.kind != "current" for ev in e.events):
                 raise
             report.current_stops += 1
-            valve_on = bool(robot.torque_on[robot.names.index(VALVE)])
             robot.recover()
-            if not valve_on:
-                robot.set_torque(False, [VALVE])
+            if limp:
+                robot.set_torque(False, limp)
             return robot.last_state or robot.read()
         if np.all(np.abs(st.position[mask] - goal[mask]) <= tol):
             break

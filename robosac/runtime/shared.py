@@ -158,7 +158,7 @@ class SharedReplay:
         """Store one transition (observations as the env emitted them, ``extra`` fields as created);
         never waits for the reader."""
         if self.spec is None:
-            raise RuntimeError("add() needs the ObsSpec: only the creating (collector) side writes")
+            raise RuntimeError("add() needs the ObsSpec: write through create(spec, ...) or attach(name, spec=spec)")
         n = int(self._counter[0])
         i = n % self.capacity
         a = self.arrays
