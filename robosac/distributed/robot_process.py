@@ -41,7 +41,7 @@ __all__ = ["RobotProcess", "EXTRA_FIELDS"]
 EXTRA_FIELDS = {"episode": "int64", "episode_end": "bool", "step": "int64", "late_s": "float64",
                 "obs_to_action_s": "float64", "t_act": "float64"}
 # Figures the child keeps current, in this order, in a shared float64 array.
-FIGURES = ("steps", "episodes", "episode_step", "reset_s", "overruns", "running", "warm", "stop", "heartbeat")
+FIGURES = ("steps", "episodes", "episode_step", "reset_s", "overruns", "running", "warm", "stop")
 _F = {k: i for i, k in enumerate(FIGURES)}
 
 
@@ -61,12 +61,18 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
     torch.set_num_threads(1)
     env = collector = None
     segments: list[Any] = []
+    send_lock = threading.Lock()  # the loop thread (safety stops) and this thread both report
+
+    def send(msg: tuple) -> None:
+        with send_lock:
+            conn.send(msg)
+
     try:
         env = gym.make(env_id, **env_kwargs)
         agent = SAC(env.observation_space, env.action_space, sac_config, seed=seed)
         env.action_space.seed(seed)
         conn.send(("spaces", env.observation_space, env.action_space))
-        kind, ring_name, weights_name, figures_name = conn.recv()
+        _, ring_name, weights_name, figures_name = conn.recv()
         ring = SharedReplay.attach(ring_name, spec=agent.spec)
         weights = WeightStore.attach(weights_name)
         fig_shm = shared_memory.SharedMemory(name=figures_name)
@@ -90,7 +96,7 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
                      late_s=float(t.info.get("late_s", 0.0)), obs_to_action_s=float(t.info.get("obs_to_action_s", t.t_act - t.t_obs)),
                      t_act=t.t_act)
             if t.info.get("safety_stop"):
-                conn.send(("safety_stop", c.steps, str(t.info["safety_stop"]), dict(t.info.get("safety", {}))))
+                send(("safety_stop", c.steps, str(t.info["safety_stop"]), dict(t.info.get("safety", {}))))
 
         collector = Collector(env, act, sink, seed=seed, realtime=realtime).start()
         conn.send(("started", os.getpid()))
@@ -99,20 +105,20 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
             robot = getattr(env.unwrapped, "robot", None)
             fig[_F["steps"]], fig[_F["episodes"]], fig[_F["episode_step"]] = collector.steps, collector.episodes, collector.episode_step
             fig[_F["reset_s"]], fig[_F["overruns"]] = collector.reset_s, int(getattr(robot, "overruns", 0))
-            fig[_F["running"]], fig[_F["heartbeat"]] = float(collector.running), time.monotonic()
+            fig[_F["running"]] = float(collector.running)
             if time.monotonic() - last_safety > 1.0:
                 last_safety = time.monotonic()
-                conn.send(("safety", dict(collector.last_info.get("safety", {})), collector.scheduling))
+                send(("safety", dict(collector.last_info.get("safety", {})), collector.scheduling))
             if fig[_F["stop"]] or os.getppid() != parent_pid or not collector.running:
                 break
             time.sleep(0.02)
         collector.stop()
         fig[_F["steps"]], fig[_F["running"]] = collector.steps, 0.0
         err = collector.stats()["error"]
-        conn.send(("stopped", err))
+        send(("stopped", err))
     except BaseException as e:  # noqa: BLE001 - reported to the actor; the env's close leaves the robot safe
         try:
-            conn.send(("stopped", f"{type(e).__name__}: {e}"))
+            send(("stopped", f"{type(e).__name__}: {e}"))
         except OSError:
             pass
     finally:
@@ -130,7 +136,7 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
 
 class RobotProcess:
     """Start the child; then :meth:`pump` copies new rows out, :meth:`publish` hands it weights,
-    :meth:`figures` reads its counters, :meth:`stop` ends it."""
+    :meth:`figure` reads its counters, :meth:`stop` ends it."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, seed: int, *, realtime: bool = True,
                  ring_capacity: int = 400, start_timeout_s: float = 120.0) -> None:
