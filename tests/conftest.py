@@ -46,3 +46,18 @@ def claw_mode3():
     from _emu_util import position_mode_claw
 
     yield from _configured_bus(position_mode_claw())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Re-arm the crash traceback before every test: `ray.shutdown()` (the distributed tests)
+    resets SIGSEGV to the default action, after which a segfault in a later test would kill
+    pytest without a word (it did once in CI, at test_envs.py)."""
+    import faulthandler
+
+    from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+    fd = item.config.stash.get(fault_handler_stderr_fd_key, None)
+    if fd is not None:
+        faulthandler.disable()
+        faulthandler.enable(file=fd, all_threads=True)

@@ -60,6 +60,7 @@ class CollectorSettings:
     seed: int = 0
     stats_window: int = 3000  # steps the timing percentiles in stats() cover, at most
     realtime: bool = True  # the control loop thread asks for SCHED_FIFO (normal where not permitted)
+    phase: float | None = None  # the loop's deadlines at (k + phase) periods (HardwareRobot.phase)
 
 
 class _Link:
@@ -113,7 +114,8 @@ class CollectorActor:
         leftovers = _state_file(robot, "segments")
         if leftovers.exists():  # a previous incarnation's, killed before it could remove them
             remove_segments(leftovers.read_text().split())
-        self.proc = RobotProcess(env_id, env_kwargs, sac_config, seed=settings.seed + self.stream % 100_000, realtime=settings.realtime)
+        self.proc = RobotProcess(env_id, env_kwargs, sac_config, seed=settings.seed + self.stream % 100_000, realtime=settings.realtime,
+                                 phase=settings.phase)
         leftovers.write_text(" ".join(self.proc.segment_names))
         self.outbox = Outbox(settings.outbox_capacity)
         self.link = _Link(self._figures)

@@ -4,8 +4,11 @@ Why a process: the collector actor's process also runs Ray's call handling and t
 send transitions and fetch weights. Sharing one interpreter lock with them, the control loop woke
 late at its deadlines (p99 0.7-1.7 ms on an idle machine against 0.0003 ms for the single-process
 runtime). In its own process the loop has the interpreter to itself, as in ``robosac train``, and its thread
-asks for SCHED_FIFO (``realtime``; a normal thread where that is not permitted), so the actor's
-threads, the learner and Ray's own processes on the same computer do not delay its wake-ups.
+asks for SCHED_FIFO 50 (``realtime``; a normal thread where that is not permitted), so the actor's
+threads, the learner and Ray's own processes on the same computer do not delay its wake-ups. The
+process's other threads (its main thread, the camera reader) run at SCHED_FIFO 49: they share the
+interpreter lock with the loop, and one of them preempted while holding it would stall the loop.
+``phase`` staggers the loops of robots that share a computer (see ``HardwareRobot.phase``).
 
 The two sides share memory only, and neither waits for the other:
 
@@ -46,7 +49,7 @@ _F = {k: i for i, k in enumerate(FIGURES)}
 
 
 def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, seed: int, realtime: bool,
-           parent_pid: int) -> None:
+           phase: float | None, parent_pid: int) -> None:
     """The child process: env + Collector; see the module docstring."""
     import gymnasium as gym
     import torch
@@ -54,11 +57,17 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
     __import__("robosac")  # registers the env ids (robosac/...)
     from multiprocessing import shared_memory
 
-    from robosac.runtime.collector import Collector
+    from robosac.runtime.collector import Collector, try_realtime
     from robosac.runtime.shared import SharedReplay, WeightStore, load_actor_state
     from robosac.sac.sac import SAC
 
     torch.set_num_threads(1)
+    if realtime:
+        # Every thread of this process (this one, the camera reader it starts) runs just below the
+        # loop's priority: the loop waits for the interpreter lock whenever another thread holds
+        # it, and a normal thread holding it can be preempted for milliseconds by the learner or
+        # the twins (measured: loop wake-ups 1.7-2.9 ms late with 4 robots on 2 cores).
+        try_realtime(49)
     env = collector = None
     segments: list[Any] = []
     send_lock = threading.Lock()  # the loop thread (safety stops) and this thread both report
@@ -69,6 +78,8 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
 
     try:
         env = gym.make(env_id, **env_kwargs)
+        if hasattr(env.unwrapped.robot, "phase"):
+            env.unwrapped.robot.phase = phase
         agent = SAC(env.observation_space, env.action_space, sac_config, seed=seed)
         env.action_space.seed(seed)
         conn.send(("spaces", env.observation_space, env.action_space))
@@ -139,7 +150,7 @@ class RobotProcess:
     :meth:`figure` reads its counters, :meth:`stop` ends it."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, seed: int, *, realtime: bool = True,
-                 ring_capacity: int = 400, start_timeout_s: float = 120.0) -> None:
+                 phase: float | None = None, ring_capacity: int = 400, start_timeout_s: float = 120.0) -> None:
         from multiprocessing import shared_memory
 
         from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
@@ -147,7 +158,7 @@ class RobotProcess:
 
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_child, args=(child_conn, env_id, env_kwargs, sac_config, seed, realtime, os.getpid()),
+        self.proc = ctx.Process(target=_child, args=(child_conn, env_id, env_kwargs, sac_config, seed, realtime, phase, os.getpid()),
                                 name="robosac-robot", daemon=True)
         self.proc.start()
         child_conn.close()

@@ -35,7 +35,7 @@ from robosac.distributed.cluster import NAMESPACE
 from robosac.distributed.collector_actor import CollectorActor, CollectorSettings
 from robosac.distributed.learner_actor import LearnerActor, LearnerSettings
 
-__all__ = ["RobotSpec", "parse_robot", "robot_resource", "DistRunConfig", "DistributedRun", "train_distributed"]
+__all__ = ["RobotSpec", "parse_robot", "robot_resource", "DistRunConfig", "DistributedRun", "loop_phase", "train_distributed"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -110,6 +110,17 @@ class DistRunConfig:
                                  learning_starts=self.learning_starts, seed=self.seed)
 
 
+def loop_phase(n: int) -> float:
+    """The control-loop phase (fraction of a period) of the n-th robot to join (n = 0, 1, ...):
+    the n-th point of the van der Corput sequence, 0, 1/2, 1/4, 3/4, 1/8, ..., which spreads any
+    number of robots evenly over the period. Robots that share a computer (the twins here, or two
+    robots on one bench PC) then wake in turn, not together; on separate computers it is moot."""
+    phase, scale = 0.0, 0.5
+    while n:
+        phase, n, scale = phase + scale * (n & 1), n >> 1, scale / 2
+    return phase
+
+
 class DistributedRun:
     """A run in steps. ``robot_config``: the RobotConfig every robot shares (ports/cameras per RobotSpec)."""
 
@@ -144,6 +155,7 @@ class DistributedRun:
         self.learner_restarts = 0
         self.collector_restarts: dict[str, int] = {}
         self.faults: dict[str, str] = {}
+        self._phase_index: dict[str, int] = {}
         self._learner_id: str | None = None
 
     def log(self, kind: str, **values: Any) -> None:
@@ -165,12 +177,16 @@ class DistributedRun:
         handle = self.ray.remote(CollectorActor).options(
             name=f"collector-{self.run_id}-{spec.name}", namespace=NAMESPACE, resources={res: 1}, num_cpus=0,
             max_restarts=-1,  # until its node comes back: a robot computer may reboot mid-run
-        ).remote(spec.name, self.learner_name, self.env_id, kwargs, self.cfg.sac, self.cfg.collector_settings(), twin_config)
+        ).remote(spec.name, self.learner_name, self.env_id, kwargs, self.cfg.sac, self._settings_for(spec.name), twin_config)
         self.collectors[spec.name] = handle
         self.collector_restarts.setdefault(spec.name, 0)
         self._spaces[spec.name] = handle.spaces.remote()
         self.log("robot_joined", robot=spec.name, port=spec.port, camera=spec.camera)
         return handle
+
+    def _settings_for(self, robot: str) -> CollectorSettings:
+        """The run's collector settings, with this robot's loop phase (see `loop_phase`)."""
+        return replace(self.cfg.collector_settings(), phase=loop_phase(self._phase_index.setdefault(robot, len(self._phase_index))))
 
     def remove_robot(self, name: str, reason: str = "removed") -> dict[str, Any] | None:
         """Stop a robot's loop (its env closes: torque off), deliver its buffered rows, end its actor."""

@@ -32,11 +32,12 @@ import numpy as np
 __all__ = ["Collector", "Transition", "percentiles", "try_realtime"]
 
 
-def try_realtime() -> str:
-    """Try SCHED_FIFO 50 for the calling thread; say what was done (users may lack the permission)."""
+def try_realtime(priority: int = 50) -> str:
+    """Try SCHED_FIFO `priority` for the calling thread (threads it starts later inherit it); say
+    what was done (users may lack the permission)."""
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))  # 0 = this thread on Linux
-        return "SCHED_FIFO 50"
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0 = this thread on Linux
+        return f"SCHED_FIFO {priority}"
     except (AttributeError, PermissionError, OSError) as e:
         return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
 
