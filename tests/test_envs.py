@@ -51,25 +51,24 @@ def test_check_env_hardware_backend_on_the_twin(claw_twin) -> None:
 
 
 def test_a_loop_phase_puts_every_deadline_on_the_grid(claw_twin) -> None:
-    """Robots that share a computer are staggered: with `phase`, every deadline of the hardware
-    loop is at (k + phase) periods on the monotonic clock; the n-th robot of a distributed run
-    gets the n-th van der Corput point."""
+    """The hardware loop's deadlines lie on a grid of the monotonic clock, half a millisecond off
+    the whole milliseconds (where the kernel's tick interrupts), shifted by `phase` periods to
+    stagger robots that share a computer; the n-th robot of a distributed run gets the n-th van
+    der Corput point."""
     from robosac.distributed.run import loop_phase
 
     assert [loop_phase(n) for n in range(6)] == [0.0, 0.5, 0.25, 0.75, 0.125, 0.625]
     env = _hw_claw(claw_twin)
     robot = env.unwrapped.robot
-    robot.phase = 0.3
-    env.reset(seed=0)
-    for _ in range(5):
-        env.step(np.zeros(env.action_space.shape, np.float32))
-        k = robot._deadline / robot.dt_s - 0.3
-        assert abs(k - round(k)) < 1e-6, k
-    robot.phase = None  # the default: the schedule starts from the first step
-    robot._deadline = None
-    env.step(np.zeros(env.action_space.shape, np.float32))
-    k = robot._deadline / robot.dt_s - 0.3
-    assert abs(k - round(k)) > 1e-6
+    dt = robot.dt_s
+    for phase, offset_s in ((0.0, 0.0005), (0.3, math.floor(300 * dt) / 1000 + 0.0005)):
+        robot.phase = phase
+        env.reset(seed=0)
+        for _ in range(5):
+            env.step(np.zeros(env.action_space.shape, np.float32))
+            k = (robot._deadline - offset_s) / dt
+            assert abs(k - round(k)) < 1e-6, (phase, k)
+            assert robot.last_late_s < 0.005
     env.close()
 
 

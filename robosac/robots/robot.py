@@ -226,10 +226,13 @@ class HardwareRobot(Robot):
     Signals: created in the main thread, it maps SIGINT/SIGTERM to an e-stop (see SafetyMonitor).
     Timing: `step` schedules against the wall clock: sleep to 1 ms before the deadline, then spin.
     A period that starts more than one period late is an overrun: counted, and the schedule
-    restarts from now (no burst of catch-up commands). `phase`: None, or a fraction of a period
-    (0-1) that puts every deadline at (k + phase) * dt_s on the system's monotonic clock, so that
-    several robots' loops on one computer can be staggered (robosac.distributed does this): their
-    busy windows (wake-up, spin, step) then never coincide."""
+    restarts on the grid below (no burst of catch-up commands). Deadlines lie on a grid of the
+    system's monotonic clock: k * dt_s + phase * dt_s (rounded down to whole ms) + 0.5 ms.
+    `phase` (fraction of a period, 0-1) staggers several robots' loops on one computer
+    (robosac.distributed does this), so their busy windows (wake-up, spin, step) never coincide.
+    The half millisecond keeps deadlines off the whole milliseconds where the kernel's timer tick
+    interrupts: a spin that ends on a tick is ~11 us late at p50 instead of ~1 us (measured here,
+    BENCHMARKS.md)."""
 
     def __init__(
         self,
@@ -265,7 +268,7 @@ class HardwareRobot(Robot):
             # ends the program). Restored by close().
             self.monitor.install_signal_handlers()
         self._deadline: float | None = None
-        self.phase: float | None = None
+        self.phase = 0.0
         self.overruns = 0
         self.last_period_s = 0.0
         self._pose_cache: tuple[float, TorsoPose | None] = (-math.inf, None)
@@ -281,7 +284,7 @@ class HardwareRobot(Robot):
         if self._deadline is None or now > self._deadline + self.dt_s:
             if self._deadline is not None:
                 self.overruns += 1
-            self._deadline = now if self.phase is None else self._grid_start(now)
+            self._deadline = self._grid_start(now)
         start = self._deadline
         self._deadline += self.dt_s
         pause = self._deadline - time.monotonic() - 0.001
@@ -294,9 +297,9 @@ class HardwareRobot(Robot):
         self.last_period_s = now - start
 
     def _grid_start(self, now: float) -> float:
-        """The grid point (k + phase) * dt_s one period before the first deadline, which is at
-        least half a period after `now` (s, time.monotonic)."""
-        offset = (self.phase % 1.0) * self.dt_s
+        """The grid point one period before the first deadline, which is at least half a period
+        after `now` (s, time.monotonic); see the class docstring for the grid."""
+        offset = math.floor(self.phase % 1.0 * self.dt_s * 1000.0) / 1000.0 + 0.0005
         first = offset + math.ceil((now + 0.5 * self.dt_s - offset) / self.dt_s) * self.dt_s
         return first - self.dt_s
 
