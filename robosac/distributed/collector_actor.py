@@ -60,7 +60,7 @@ class CollectorSettings:
     seed: int = 0
     stats_window: int = 3000  # steps the timing percentiles in stats() cover, at most
     realtime: bool = True  # the control loop thread asks for SCHED_FIFO (normal where not permitted)
-    phase: float | None = None  # the loop's deadlines at (k + phase) periods (HardwareRobot.phase)
+    phase: float = 0.0  # fraction of a period that staggers the loop's deadlines (HardwareRobot.phase)
 
 
 class _Link:

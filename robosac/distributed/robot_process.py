@@ -49,7 +49,7 @@ _F = {k: i for i, k in enumerate(FIGURES)}
 
 
 def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, seed: int, realtime: bool,
-           phase: float | None, parent_pid: int) -> None:
+           phase: float, parent_pid: int) -> None:
     """The child process: env + Collector; see the module docstring."""
     import gymnasium as gym
     import torch
@@ -150,7 +150,7 @@ class RobotProcess:
     :meth:`figure` reads its counters, :meth:`stop` ends it."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, seed: int, *, realtime: bool = True,
-                 phase: float | None = None, ring_capacity: int = 400, start_timeout_s: float = 120.0) -> None:
+                 phase: float = 0.0, ring_capacity: int = 400, start_timeout_s: float = 120.0) -> None:
         from multiprocessing import shared_memory
 
         from robosac.runtime.shared import SharedReplay, WeightStore, actor_state

@@ -134,10 +134,7 @@ def reset_claw(
                 break
             for f in missed:
                 report.disentangled.append(f)
-                idx = fingers[f]
-                mask = np.zeros(len(names), dtype=bool)
-                mask[idx] = True
-                _disentangle(robot, st, idx, clear, cfg.tolerance_rad, cfg.timeout_s, report)
+                _disentangle(robot, st, fingers[f], clear, cfg.tolerance_rad, cfg.timeout_s, report)
         else:
             msg = (f"claw reset: finger(s) {', '.join(missed)} did not reach the reset pose within "
                    f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts")
