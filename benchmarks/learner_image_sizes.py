@@ -14,7 +14,7 @@ import time
 import torch
 
 from robosac.sac.bench import updates_per_second
-from robosac.sac.perf import keep_freed_memory
+from robosac.sac.perf import tune_learner_process
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    keep_freed_memory()
+    tune_learner_process()
     torch.set_num_threads(args.threads)
     rows = {f"{size}x{size}x{stack}": updates_per_second((size, stack), 128, args.seconds)
             for size, stack in [(48, 1), (64, 1), (48, 3), (64, 3), (84, 1)]}

@@ -41,8 +41,9 @@ _SB3_CHILD = r"""
 import json, sys, time
 import gymnasium as gym, numpy as np, torch
 from stable_baselines3 import SAC
-env_id, steps, seed, threads, ls, batch, lr, n_eval = sys.argv[1:9]
+env_id, steps, seed, threads, ls, batch, lr, n_eval, flush = sys.argv[1:10]
 torch.set_num_threads(int(threads))
+torch.set_flush_denormal(flush == "1")
 model = SAC("MlpPolicy", gym.make(env_id), learning_starts=int(ls), batch_size=int(batch), learning_rate=float(lr),
             buffer_size=int(steps), seed=int(seed), device="cpu", verbose=0)
 t0 = time.perf_counter()
@@ -61,8 +62,10 @@ print(json.dumps({"eval_return_mean": float(np.mean(rets)), "env_steps_per_s": i
 """
 
 
-def run_sb3(env_id: str, steps: int, seed: int, threads: int) -> dict:
-    cmd = [sys.executable, "-c", _SB3_CHILD, env_id, str(steps), str(seed), str(threads), str(LEARNING_STARTS), str(BATCH), str(LR), str(EVAL_EPISODES)]
+def run_sb3(env_id: str, steps: int, seed: int, threads: int, flush_denormals: bool = False) -> dict:
+    """SB3 as shipped, or with the denormal flushing robosac's learner turns on (a fairer peer)."""
+    cmd = [sys.executable, "-c", _SB3_CHILD, env_id, str(steps), str(seed), str(threads), str(LEARNING_STARTS), str(BATCH), str(LR),
+           str(EVAL_EPISODES), "1" if flush_denormals else "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -74,6 +77,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
     parser.add_argument("--out", default="runs/bench_sac_vs_sb3")
+    parser.add_argument("--sb3-flush-denormals", action="store_true",
+                        help="also run SB3 with denormals flushed to zero, as robosac's learner runs")
     args = parser.parse_args()
 
     rows = []
@@ -82,7 +87,11 @@ def main() -> None:
         print(f"seed {seed} robosac {ours}", file=sys.stderr, flush=True)
         theirs = run_sb3(args.env, args.steps, seed, args.threads)
         print(f"seed {seed} sb3     {theirs}", file=sys.stderr, flush=True)
-        rows.append({"seed": seed, "robosac": ours, "sb3": theirs})
+        row = {"seed": seed, "robosac": ours, "sb3": theirs}
+        if args.sb3_flush_denormals:
+            row["sb3_flush"] = run_sb3(args.env, args.steps, seed, args.threads, flush_denormals=True)
+            print(f"seed {seed} sb3+ftz {row['sb3_flush']}", file=sys.stderr, flush=True)
+        rows.append(row)
 
     def mean(lib: str, key: str) -> float:
         return sum(r[lib][key] for r in rows) / len(rows)
@@ -101,6 +110,10 @@ def main() -> None:
         "runs": rows,
     }
     result["speed_ratio"] = result["robosac_env_steps_per_s"] / result["sb3_env_steps_per_s"]
+    if args.sb3_flush_denormals:
+        result["sb3_flush_eval_return_mean"] = mean("sb3_flush", "eval_return_mean")
+        result["sb3_flush_env_steps_per_s"] = mean("sb3_flush", "env_steps_per_s")
+        result["speed_ratio_vs_sb3_flush"] = result["robosac_env_steps_per_s"] / result["sb3_flush_env_steps_per_s"]
     print(json.dumps(result))
 
 

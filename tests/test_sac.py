@@ -336,3 +336,25 @@ def test_sac_settings_parse_by_field_type_and_name_bad_keys():
         sac_config_from(["gamma=fast"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         sac_config_from(["gamma"])
+
+
+def test_learner_tuning_flushes_denormals_in_new_threads_too():
+    """A learner's Adam state fills with denormals in real training (100x slower arithmetic on x86);
+    tune_learner_process must make them zero on the calling thread and on threads it starts later
+    (the distributed learner trains in a thread). Run in a child so this process keeps IEEE maths."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, torch\n"
+        "from robosac.sac.perf import tune_learner_process\n"
+        "tiny = torch.full((4,), 1e-39)\n"
+        "assert float(tiny.mul(1.0).max()) > 0  # IEEE by default: a denormal survives\n"
+        "print(tune_learner_process())\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(float(tiny.mul(1.0).max()))); t.start(); t.join()\n"
+        "print(float(tiny.mul(1.0).max()), seen[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "{'keep_freed_memory': True, 'flush_denormals': True}"
+    assert out[1] == "0.0 0.0"

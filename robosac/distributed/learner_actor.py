@@ -75,8 +75,10 @@ class LearnerActor:
         from robosac.persist import CheckpointError, load_checkpoint, restore_rng_state
         from robosac.runtime.replay_store import ReplayStore
         from robosac.sac.replay import Replay
+        from robosac.sac.perf import tune_learner_process
         from robosac.sac.sac import SAC
 
+        tune_learner_process()  # before any torch op: the training and OpenMP threads inherit it
         self.s = settings
         self.run_dir = Path(run_dir)
         self.ckpt_path = self.run_dir / "learner.pt"

@@ -87,8 +87,10 @@ def _learner_main(
 
     from robosac.persist import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
     from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
+    from robosac.sac.perf import tune_learner_process
     from robosac.sac.sac import SAC
 
+    tune_learner_process()  # before any torch op, so the OpenMP threads inherit it
     torch.set_num_threads(cfg.threads)
     try:
         torch.set_num_interop_threads(1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from robosac.sac.perf import keep_freed_memory
+from robosac.sac.perf import tune_learner_process
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig
 
@@ -55,7 +55,7 @@ def updates_per_second(image: tuple[int, int] | None, batch_size: int, seconds: 
 
 
 def bench_learner(args: argparse.Namespace) -> dict:
-    keep_freed_memory()
+    tune_learner_process()
     if args.threads:
         torch.set_num_threads(args.threads)
     return {

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from robosac.persist import CheckpointError, JsonLines, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
-from robosac.sac.perf import keep_freed_memory
+from robosac.sac.perf import tune_learner_process
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig
 
@@ -96,7 +96,7 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, replay_dir = out / "checkpoint.pt", out / "replay"
-    keep_freed_memory()
+    tune_learner_process()
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     env, eval_env = make_env(), make_env()
