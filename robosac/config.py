@@ -40,6 +40,7 @@ Schema (units in the key names; angles in rad at the *joint*, i.e. after calibra
       rate_hz: 10                   # env steps per second (0.5..1000)
       episode_s: 8.0                # time limit of an episode, s
       action_joints: [f0_top, ...]  # servos the policy moves (default: all)
+      action_center_rad: {f0_top: 0.0, ...}  # joint -> rad that action 0 commands (default: reset.pose_rad)
     safety:                         # optional: safety monitor thresholds (robosac.robots.safety)
       max_speed_rad_s: 6.0          # cap on every joint's commanded speed (default: each servo's limit)
       current_warn_fraction: 0.8    # of limits.current_a
@@ -50,7 +51,7 @@ Schema (units in the key names; angles in rad at the *joint*, i.e. after calibra
       max_frame_age_s: 0.2          # a camera frame older than this is refused, s
       current_stop_s: 0.5           # current at the stop level for this long stops the robot, s
     reset:                          # optional: the robot's own reset routine
-      pose_rad: {f0_top: 0.0, ...}  # joint -> rad: the reset (and nominal action) pose
+      pose_rad: {f0_top: 0.0, ...}  # joint -> rad: the reset pose (and, by default, action 0's)
       clear_pose_rad: {...}         # claw: fingers clear of the valve while it turns
       tolerance_rad: 0.1            # a joint within this of its pose has reached it
       timeout_s: 3.0                # time allowed to reach a pose, s
@@ -222,11 +223,13 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """Env stepping: rate_hz (Hz), episode_s (s), action_joints (servo names the policy moves; None = all)."""
+    """Env stepping: rate_hz (Hz), episode_s (s), action_joints (servo names the policy moves; None = all),
+    action_center_rad (joint -> rad that action 0 commands; a joint not named: its reset pose)."""
 
     rate_hz: float = 10.0
     episode_s: float = 10.0
     action_joints: tuple[str, ...] | None = None
+    action_center_rad: Mapping[str, float] | None = None
 
     @property
     def dt_s(self) -> float:
@@ -521,12 +524,14 @@ def _names(value: Any, path: str) -> tuple[str, ...]:
 
 def _parse_control(value: Any, path: str = "control") -> ControlConfig:
     m = _mapping(value, path)
-    _check_keys(m, path, (), ("rate_hz", "episode_s", "action_joints"))
+    _check_keys(m, path, (), ("rate_hz", "episode_s", "action_joints", "action_center_rad"))
     aj = m.get("action_joints")
+    center = m.get("action_center_rad")
     return ControlConfig(
         rate_hz=_float(m.get("rate_hz", 10.0), f"{path}.rate_hz", 0.5, 1000.0),
         episode_s=_float(m.get("episode_s", 10.0), f"{path}.episode_s", 0.0, 86400.0, lo_open=True),
         action_joints=None if aj is None else _names(aj, f"{path}.action_joints"),
+        action_center_rad=None if center is None else _pose(center, f"{path}.action_center_rad"),
     )
 
 
@@ -631,14 +636,15 @@ def _check_joint_names(cfg: RobotConfig) -> None:
         for i, n in enumerate(cfg.control.action_joints):
             if n not in names:
                 raise _fail(f"control.action_joints[{i}]", n, ", ".join(names))
-    for key in ("pose_rad", "clear_pose_rad"):
-        pose = getattr(cfg.reset, key)
+    poses = {"reset.pose_rad": cfg.reset.pose_rad, "reset.clear_pose_rad": cfg.reset.clear_pose_rad,
+             "control.action_center_rad": cfg.control.action_center_rad}
+    for key, pose in poses.items():
         for n, q in (pose or {}).items():
             if n not in names:
-                raise _fail(f"reset.{key}.{n}", n, f"servo names: {', '.join(names)}")
+                raise _fail(f"{key}.{n}", n, f"servo names: {', '.join(names)}")
             lim = cfg.servo(n).limits
             if not lim.min_rad <= q <= lim.max_rad:
-                raise _fail(f"reset.{key}.{n}", q, f"an angle within servos[{names.index(n)}].limits [{lim.min_rad}, {lim.max_rad}] rad")
+                raise _fail(f"{key}.{n}", q, f"an angle within servos[{names.index(n)}].limits [{lim.min_rad}, {lim.max_rad}] rad")
 
 
 # Top-level sections: key -> (required, parser).

@@ -15,6 +15,7 @@ import robosac  # noqa: F401 - registers the env ids
 from _twin_inproc import BUS, running_twin
 from robosac.hal.camera import StaleFrameError
 from robosac.robots.claw_reset import ResetError
+from robosac.envs.base import HARDWARE_CONFIGS
 from robosac.robots.safety import SafetyStop, UnsafeCommandError
 
 CLAW = "robosac/ClawValveTurn-v0"
@@ -106,6 +107,33 @@ def test_action_maps_around_the_nominal_pose() -> None:
     np.testing.assert_allclose(env.action_to_goal(-np.ones(9))[env.act_idx], lo)
     # The valve (not an action joint) is not commanded by the policy.
     assert env.robot.names[9] == "valve" and 9 not in env.act_idx
+    env.close()
+
+
+def test_action_centre_from_the_config() -> None:
+    """control.action_center_rad moves what action 0 commands (joints it names); +-1 stay the limits."""
+    from dataclasses import replace
+
+    from robosac.config import load_config
+
+    cfg = load_config(HARDWARE_CONFIGS / "claw.yaml")
+    cfg = replace(cfg, control=replace(cfg.control, action_center_rad={"f0_middle": 0.0, "f0_bottom": 0.3}))
+    env = gym.make(CLAW, backend="sim", config=cfg).unwrapped
+    env.reset(seed=0)
+    names = [env.robot.names[i] for i in env.act_idx]
+    mid, bot = names.index("f0_middle"), names.index("f0_bottom")
+    centre = env.action_to_goal(np.zeros(9))[env.act_idx]
+    expect = env.nominal_rad[env.act_idx].copy()
+    expect[mid], expect[bot] = 0.0, 0.3
+    np.testing.assert_allclose(centre, expect)
+    lo, hi = env.robot.limits_min_rad[env.act_idx], env.robot.limits_max_rad[env.act_idx]
+    np.testing.assert_allclose(env.action_to_goal(np.ones(9))[env.act_idx], hi)
+    np.testing.assert_allclose(env.action_to_goal(-np.ones(9))[env.act_idx], lo)
+    half = np.zeros(9)
+    half[bot] = 0.5
+    assert env.action_to_goal(half)[env.act_idx][bot] == pytest.approx(0.3 + 0.5 * (hi[bot] - 0.3))
+    # The reset pose (and the reward's pose term) is unchanged.
+    assert env.nominal_rad[env.robot.names.index("f0_middle")] == pytest.approx(0.8)
     env.close()
 
 

@@ -7,7 +7,8 @@ and reset code. A task subclass supplies `_features`, `_reward` and `_reset_robo
 
 Observation: {"state": float32 (task features), "pixels": uint8 (H, W, 3*frame_stack), newest frame
 last, only with pixels=True}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
-the nominal pose (the config's reset pose): 0 -> nominal, -1 -> min_rad, +1 -> max_rad.
+a centre pose: 0 -> centre, -1 -> min_rad, +1 -> max_rad. The centre is the config's
+control.action_center_rad, or for joints it does not name, the reset pose ("nominal").
 
 info (every step): reward terms ("reward/<term>"), "success", "score", "safety" (monitor counters
 and latch), "safety_events" (warn/stop events this step), "frame_age_s", "period_s", "overruns",
@@ -112,7 +113,8 @@ class RobotEnv(gym.Env):
         self.nominal_rad = np.array([np.clip(pose.get(n, 0.0), lo[i], hi[i]) for i, n in enumerate(robot.names)])
         self._lo = lo[self.act_idx]
         self._hi = hi[self.act_idx]
-        self._nom = self.nominal_rad[self.act_idx]
+        center = cfg.control.action_center_rad or {}
+        self.action_center_rad = np.array([center.get(n, self.nominal_rad[i]) for i, n in enumerate(robot.names)])[self.act_idx]
         n_act = len(self.act_idx)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self.last_action = np.zeros(n_act, np.float32)
@@ -162,7 +164,8 @@ class RobotEnv(gym.Env):
     def action_to_goal(self, action: np.ndarray) -> np.ndarray:
         """Goal (n,) rad for all joints: action joints from the action, others hold their goal."""
         a = np.asarray(action, dtype=float)
-        q_act = np.where(a >= 0, self._nom + a * (self._hi - self._nom), self._nom + a * (self._nom - self._lo))
+        c = self.action_center_rad
+        q_act = np.where(a >= 0, c + a * (self._hi - c), c + a * (c - self._lo))
         last = self.robot.monitor.last_goal
         goal = last.copy() if last is not None else self.nominal_rad.copy()
         goal[self.act_idx] = q_act
