@@ -12,7 +12,11 @@ loop's |deadline jitter| and overruns. Each robot's control loop runs in its own
 collector actor, its thread under SCHED_FIFO where permitted (the default; each robot reports its
 `scheduling`). The baseline is `robosac bench loop`'s async design (collector thread + learner
 process in one program) at the same rate and image size, run twice: a normal collector thread
-(`single_process`) and one under SCHED_FIFO (`single_process_realtime`).
+(`single_process`) and one under SCHED_FIFO (`single_process_realtime`). For N > 1 robots it also
+runs the single-machine way of training N robots, N of those programs side by side
+(`single_process_side_by_side`: each its own twin, learner and SCHED_FIFO loop, loops staggered with
+the same phases and camera rate as the Ray robots), so each robot's jitter can be compared under
+the same number of robots on the machine.
 
     .venv/bin/python benchmarks/distributed.py --seconds 25 --collectors 1 2 4
 
@@ -117,16 +121,53 @@ def run_distributed(n: int, seconds: float, rate_hz: float) -> dict[str, Any]:
             t.stop()
 
 
-def run_single(seconds: float, rate_hz: float, realtime: bool) -> dict[str, Any]:
+def run_single(seconds: float, rate_hz: float, realtime: bool, phase: float = 0.0, camera_fps: float | None = None,
+               bus_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     from robosac.runtime.bench import bench_loop
 
-    r = bench_loop(seconds=seconds, rate_hz=rate_hz, mode="async", pixels=True, realtime=realtime)
+    r = bench_loop(seconds=seconds, rate_hz=rate_hz, mode="async", pixels=True, realtime=realtime, phase=phase,
+                   camera_fps=camera_fps, bus_settings=bus_settings)
     steady = r["steady_state_steps"]
     return {"collectors": 1, "rate_hz": rate_hz, "seconds": seconds, "transitions_per_s": steady / (seconds + 0.0),
             "learner_updates_per_s": r["learner_updates_per_s"], "weight_age_s": r["weights_age_s"],
             "weights_pickup_delay_s": r["weights_pickup_delay_s"], "jitter_ms": r["jitter_ms"], "overruns": r["overruns"],
             "obs_to_action_ms": r["obs_to_action_ms"], "scheduling": r["collector_scheduling"], "note": "robosac bench loop (async); "
             "transitions/s = steady-state steps / window (the window runs a little longer than --seconds)"}
+
+
+def _single_worker(queue: Any, seconds: float, rate_hz: float, phase: float) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        queue.put((phase, run_single(seconds, rate_hz, True, phase=phase, camera_fps=rate_hz, bus_settings=BUS)))
+    except Exception as e:  # noqa: BLE001 - reported as the result
+        queue.put((phase, {"error": f"{type(e).__name__}: {e}"}))
+
+
+def run_side_by_side(n: int, seconds: float, rate_hz: float) -> dict[str, Any]:
+    """N single-process runtimes at once (separate processes, phases as the Ray run gives them)."""
+    import multiprocessing as mp
+
+    from robosac.distributed.run import loop_phase
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    # Not a Pool: its workers are daemons, and each runtime starts a learner process of its own.
+    procs = [ctx.Process(target=_single_worker, args=(queue, seconds, rate_hz, loop_phase(i))) for i in range(n)]
+    for p in procs:
+        p.start()
+    by_phase = dict(queue.get(timeout=seconds + 300) for _ in procs)
+    for p in procs:
+        p.join(30)
+    results = [by_phase[loop_phase(i)] for i in range(n)]
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"a side-by-side runtime failed: {errors}")
+    return {"collectors": n, "rate_hz": rate_hz, "seconds": seconds,
+            "jitter_ms_p99_max": max(r["jitter_ms"]["p99"] for r in results),
+            "overruns_total": sum(r["overruns"] for r in results),
+            "robots": {f"s{i}": {"phase": loop_phase(i), "jitter_ms": r["jitter_ms"], "overruns": r["overruns"],
+                                 "learner_updates_per_s": r["learner_updates_per_s"], "scheduling": r["scheduling"]}
+                       for i, r in enumerate(results)}}
 
 
 def main() -> None:
@@ -150,6 +191,15 @@ def main() -> None:
         print(f"{key} ...", flush=True)
         out[key] = run_single(args.seconds, args.rate_hz, rt)
         print(json.dumps(out[key]), flush=True)
+    out["single_process_side_by_side"] = []
+    for n in [c for c in args.collectors if c > 1]:
+        print(f"{n} single-process runtimes side by side ...", flush=True)
+        try:
+            r = run_side_by_side(n, args.seconds, args.rate_hz)
+        except Exception as e:  # noqa: BLE001 - a configuration this machine cannot run is a result too
+            r = {"collectors": n, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:400]}"}
+        out["single_process_side_by_side"].append(r)
+        print(json.dumps(out["single_process_side_by_side"][-1]), flush=True)
     connect(parse_cluster("local"), resources={f"robot:b{i}": 1 for i in range(max(args.collectors))})
     out["ray"] = ray.__version__
     out["distributed"] = []

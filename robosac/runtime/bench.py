@@ -66,7 +66,14 @@ class TwinProcess:
 
 
 def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async", pixels: bool = True,
-               image_size: int = 64, publish_every: int = 1, realtime: bool = True) -> dict[str, Any]:
+               image_size: int = 64, publish_every: int = 1, realtime: bool = True, phase: float = 0.0,
+               camera_fps: float | None = None, bus_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One claw on its own twin with a learner beside it, for ``seconds`` of steady state.
+
+    ``phase``: the loop's deadline phase (fraction of a period, `HardwareRobot.phase`), to stagger
+    several of these run side by side as robosac.distributed staggers its robots; ``camera_fps``:
+    the twin's camera rate (None: the config's); ``bus_settings``: ServoBus overrides (default: a
+    20 ms reply margin)."""
     import gymnasium as gym
     import torch
 
@@ -84,14 +91,14 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
     cfg = load_config(ROOT / "hardware_configs" / "claw.yaml")
     cfg = replace(cfg, control=replace(cfg.control, rate_hz=rate_hz, episode_s=max(seconds * 2, 10.0)))
     # Nominal model: this measures the loop's timing, and runs compare best on one fixed robot.
-    twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml", randomize=False)
+    twin = TwinProcess(ROOT / "hardware_configs" / "claw.yaml", randomize=False, camera_fps=camera_fps)
     env = None
     tmp = tempfile.TemporaryDirectory()
     link = learner = None
     try:
         env = gym.make("robosac/ClawValveTurn-v0", backend="hardware", config=cfg, port=twin.serial,
                        camera_source=twin.camera, pixels=pixels, image_size=(image_size, image_size),
-                       bus_settings={"margin_ms": 20.0})
+                       bus_settings=bus_settings or {"margin_ms": 20.0})
         agent = SAC(env.observation_space, env.action_space, seed=0)
         spec = parse_obs_space(env.observation_space)
         act_dim = env.action_space.shape[0]
@@ -133,6 +140,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
         t0 = time.monotonic()
         u0, i0, o0 = 0, 0, 0
         robot = env.unwrapped.robot
+        robot.phase = float(phase)
         col.start()
         t_end = time.monotonic() + seconds + 10.0  # a slow (sequential) loop is cut at the time
         # Warm-up excluded from the learner rate: count from when updates begin.
@@ -175,6 +183,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
             "weights_age_s": percentiles(ages_ss) if ages_ss else None,
             "weights_pickup_delay_s": percentiles(pickups) if pickups else None,
             "collector_scheduling": col.scheduling,
+            "phase": float(phase),
             "cores": os.cpu_count(),
         }
     finally:
