@@ -13,7 +13,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation, TimeLimit
 
 from robosac.persist import CheckpointError, load_checkpoint, save_checkpoint
-from robosac.sac.networks import Actor
+from robosac.sac.networks import Actor, PixelEncoder
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig, random_shift
 from robosac.sac.spaces import UnsupportedSpaceError, parse_obs_space
@@ -256,6 +256,26 @@ def test_random_shift_moves_whole_images_within_the_pad():
         assert torch.equal(out[b], img[b][:, rows][:, :, cols])
         shifts.add((dy, dx))
     assert len(shifts) > 10  # per-image shifts, not one for the batch
+
+
+def test_pixel_encoder_scales_its_input_to_plus_minus_half():
+    """The first conv carries the x / 255 - 0.5 scaling; the output must equal the plain pipeline."""
+    torch.manual_seed(0)
+    enc = PixelEncoder((3, 20, 20), feature_dim=8)
+    img = torch.randint(0, 256, (5, 3, 20, 20), dtype=torch.uint8)
+    plain = enc.head(enc.convs(img.float() / 255.0 - 0.5))
+    torch.testing.assert_close(enc(img), plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(enc(img.float()), plain, atol=1e-5, rtol=1e-5)
+    # The scaling is not applied twice: a constant grey image (127.5 -> 0) gives the bias response.
+    grey = torch.full((1, 3, 20, 20), 127.5)
+    torch.testing.assert_close(enc(grey), enc.head(enc.convs(torch.zeros(1, 3, 20, 20))), atol=1e-5, rtol=1e-5)
+
+
+def test_random_shift_returns_channels_last_floats():
+    img = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    for pad in (0, 2):
+        out = random_shift(img, pad)
+        assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_encoder_learns_from_the_critic_only():

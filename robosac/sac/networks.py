@@ -52,7 +52,13 @@ class PixelEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels``: uint8 or float with values in 0-255 (augmentation hands over floats)."""
         x = pixels.contiguous(memory_format=torch.channels_last).float()
-        return self.head(self.convs(x * (1.0 / 255.0) - 0.5))
+        # The input scaling x / 255 - 0.5 is folded into the first conv (exact: it is linear and
+        # unpadded), so the full-size image is not rewritten twice on every pass.
+        first = self.convs[0]
+        weight = first.weight * (1.0 / 255.0)
+        bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
+        x = F.conv2d(x, weight, bias, stride=first.stride)
+        return self.head(self.convs[1:](x))
 
 
 class ObsEncoder(nn.Module):

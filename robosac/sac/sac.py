@@ -99,19 +99,21 @@ def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
     """DrQ augmentation: shift each image of (B, C, H, W) by up to ±pad px, edges replicated.
 
     Returns float32 in the input's value range (0-255 for uint8), channels-last, ready for the
-    encoder. Nearest-neighbour ``grid_sample`` at pixel centres moves whole pixels exactly and is
-    the fastest of the exact methods on a CPU (BENCHMARKS.md).
+    encoder (converted here once, not in each of the encoders it goes through). Nearest-neighbour
+    ``grid_sample`` at pixel centres moves whole pixels exactly and is the fastest of the exact
+    methods on a CPU (BENCHMARKS.md).
     """
     b, _, h, w = pixels.shape
-    x = pixels.contiguous(memory_format=torch.channels_last).float()
+    x = pixels.float()
     if pad == 0:
-        return x
+        return x.contiguous(memory_format=torch.channels_last)
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)  # pixel centres, align_corners=False
     xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
     shift = torch.randint(-pad, pad + 1, (b, 1, 1, 2), device=x.device).float()
     grid = grid + shift * torch.tensor([2 / w, 2 / h], device=x.device)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+    out = F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 class SAC:
