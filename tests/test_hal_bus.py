@@ -559,8 +559,8 @@ def test_servo_not_back_after_reboot_is_a_hardware_fault() -> None:
 
 
 def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(claw_mode3) -> None:
-    """Position mode (3): a joint pressed 0.02 rad past its limit (a load against the end stop) is
-    held at the limit; 0.2 rad past, enabling torque is refused with the joint named (the firmware
+    """Position mode (3): a joint pressed 0.1 rad past its limit (a load against the end stop) is
+    held at the limit; 0.3 rad past, enabling torque is refused with the joint named (the firmware
     would refuse that goal; it must be moved by hand)."""
     import math
 
@@ -570,12 +570,12 @@ def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(cl
     bus.disable_torque([1])
     hi = cfg.servo("f0_top").limits.max_rad
     joint = chain.servo(1).joint
-    joint.move_to(math.pi + hi + 0.02)  # horn angle: tick 2048 = pi rad
+    joint.move_to(math.pi + hi + 0.1)  # horn angle: tick 2048 = pi rad
     bus.enable_torque([1])
     goal = _servo(chain, 1, "goal_position")
     assert abs((goal - 2048) * 2 * math.pi / 4096 - hi) < 2e-3
     bus.disable_torque([1])
-    joint.move_to(math.pi + hi + 0.2)
+    joint.move_to(math.pi + hi + 0.3)
     with pytest.raises(ConfigMismatchError, match="f0_top.*outside its limits"):
         bus.enable_torque([1])
 

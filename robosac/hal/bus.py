@@ -196,8 +196,10 @@ class ServoInfo:
 
 
 # How far past a position limit a joint may be measured and still be held (at the limit) when torque
-# comes on: 0.05 rad. Further out, enabling torque is refused (the joint must be moved by hand).
-_HOLD_MARGIN_TICKS = 33
+# comes on. A limp robot resting its weight on a joint presses it against the end stop: the twin's
+# collapsed quadruped puts a foot 0.06 rad past its software limit. Further out than this, enabling
+# torque is refused (a calibration error or a joint bent far out; it must be moved by hand).
+_HOLD_MARGIN_RAD = 0.15
 
 
 @dataclass
@@ -674,13 +676,13 @@ class ServoBus:
         if j is not None and j.operating_mode == 3:
             raw = to_signed(int.from_bytes(present, "little"), 4)
             lo, hi = j.tick_range()
-            if lo - _HOLD_MARGIN_TICKS <= raw < lo or hi < raw <= hi + _HOLD_MARGIN_TICKS:
+            q = j.calibration.ticks_to_rad(raw)
+            if j.min_rad - _HOLD_MARGIN_RAD <= q < j.min_rad or j.max_rad < q <= j.max_rad + _HOLD_MARGIN_RAD:
                 # Pressed a hair past a limit (a load against the end stop, limit overshoot): hold
                 # at the limit itself, which the servo accepts; the joint moves back that hair.
                 present = le_bytes(min(max(raw, lo), hi), 4)
             elif not lo <= raw <= hi:
                 # The servo would refuse this goal (Data Limit); say which joint and what to do.
-                q = j.calibration.ticks_to_rad(raw)
                 raise ConfigMismatchError(
                     f"joint {j.name} (id {sid}) is at {q:.3f} rad, outside its limits "
                     f"[{j.min_rad}, {j.max_rad}] rad: move it inside by hand before enabling torque"
