@@ -54,7 +54,11 @@ def test_bench_learner_reports_both_figures_and_its_settings():
 
 
 def test_pendulum_small_budget_learns(tmp_path):
-    """4 000 steps, seed 0: a random or untrained policy scores about -1 200; learned swing-up > -400."""
-    cfg = TrainConfig(steps=4_000, seed=0, learning_starts=500, eval_episodes=10)
+    """6 000 steps, seed 0: a random or untrained policy scores about -1 200; learned swing-up > -400.
+
+    At 4 000 steps the same seed scored -508 on one CPU and passed on another (float results differ
+    between CPUs, and Pendulum at that budget is at the edge of convergence); 6 000 steps scores -148.
+    """
+    cfg = TrainConfig(steps=6_000, seed=0, learning_starts=500, eval_episodes=10)
     summary = train(lambda: gym.make("Pendulum-v1"), cfg, tmp_path, progress=False)
     assert summary["eval_return_mean"] >= -400, summary

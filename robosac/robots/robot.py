@@ -91,6 +91,7 @@ class Robot:
         # the previous read (the observation) to this write (the action), s.
         self.last_late_s = 0.0
         self.last_obs_to_action_s = 0.0
+        self.last_settle_s = 0.0  # s the last recover() waited for a limp robot to come to rest
         self._t_read: float | None = None
 
     # -- subclass hooks ------------------------------------------------------------------------
@@ -105,6 +106,11 @@ class Robot:
 
     def _set_torque(self, mask: np.ndarray, on: bool) -> None:
         raise NotImplementedError
+
+    def _settle_limp(self) -> float:
+        """Wait for a limp robot to come to rest; returns the time waited (s). The simulation
+        does not move between reads, so there is nothing to wait for there."""
+        return 0.0
 
     def frame(self) -> tuple[np.ndarray, float]:
         """The newest camera frame (RGB uint8, H x W x 3) and its capture time (s).
@@ -202,6 +208,8 @@ class Robot:
             if stops:
                 raise SafetyStop("still unsafe: " + "; ".join(e.message for e in stops), stops)
         m.reset()
+        if not self.torque_on.any():
+            self.last_settle_s = self._settle_limp()
         self.set_torque(True)
         self.last_state = self.read()
 
@@ -215,6 +223,13 @@ class Robot:
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+# A limp robot counts as at rest when every joint is slower than this (rad/s) for this many reads
+# one control period apart; the wait gives up after SETTLE_TIMEOUT_S (s).
+SETTLE_RAD_S = 0.2
+SETTLE_READS = 3
+SETTLE_TIMEOUT_S = 3.0
 
 
 class HardwareRobot(Robot):
@@ -302,6 +317,21 @@ class HardwareRobot(Robot):
         offset = math.floor(self.phase % 1.0 * self.dt_s * 1000.0) / 1000.0 + 0.0005
         first = offset + math.ceil((now + 0.5 * self.dt_s - offset) / self.dt_s) * self.dt_s
         return first - self.dt_s
+
+    def _settle_limp(self) -> float:
+        """A limp robot (just powered up, or after a safety stop) may still be falling or swinging.
+        Torque on holds every joint where it is, and joints locked mid-fall land the robot on stiff
+        legs: the twin's quadruped, held 0.1 s into its power-up collapse, tipped over in the
+        stand-up that followed. So wait until every joint is slower than SETTLE_RAD_S for
+        SETTLE_READS reads one period apart, at most SETTLE_TIMEOUT_S (then go on: a joint that
+        keeps moving, such as a free-spinning valve, must not block the reset)."""
+        t0 = time.monotonic()
+        still = 0
+        while still < SETTLE_READS and time.monotonic() - t0 < SETTLE_TIMEOUT_S:
+            time.sleep(self.dt_s)
+            v = np.asarray(self.read().velocity, dtype=float)
+            still = still + 1 if bool(np.all(np.abs(v[np.isfinite(v)]) < SETTLE_RAD_S)) else 0
+        return time.monotonic() - t0
 
     def _read(self) -> RobotState:
         b = self.bus.read_state()
