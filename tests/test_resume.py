@@ -133,7 +133,8 @@ def _chunk_steps(replay_dir) -> dict[str, np.ndarray]:
     return {p.name: np.load(p)["step"] for p in sorted(replay_dir.glob("chunk_*.npz"))}
 
 
-TRAIN = ["train", "Pendulum-v1", "--steps", "3000", "--learning-starts", "200", "--checkpoint-every", "500",
+STEPS = 2000
+TRAIN = ["train", "Pendulum-v1", "--steps", str(STEPS), "--learning-starts", "200", "--checkpoint-every", "500",
          "--replay-flush-every", "100", "--no-progress", "--threads", "1", "--eval-episodes", "2"]
 
 
@@ -162,7 +163,7 @@ def test_kill_9_then_resume_finishes_the_run_with_every_flushed_transition(tmp_p
     before = _chunk_steps(out / "replay")
     flushed = sum(len(s) for s in before.values())
     assert np.array_equal(np.concatenate(list(before.values())), np.arange(flushed))
-    assert 1200 <= flushed < 3000 and flushed % 100 == 0
+    assert 1200 <= flushed < STEPS and flushed % 100 == 0
     chunk_bytes = {name: (out / "replay" / name).read_bytes() for name in before}
     ckpt = load_checkpoint(out / "checkpoint.pt")
     ckpt_step, ckpt_updates = ckpt["loop"]["step"], ckpt["agent"]["updates"]
@@ -173,13 +174,13 @@ def test_kill_9_then_resume_finishes_the_run_with_every_flushed_transition(tmp_p
     res = subprocess.run(ROBOSAC + TRAIN + ["--resume", str(out)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["steps"] == 3000 and summary["resumed_from"] == flushed
-    assert summary["updates"] == ckpt_updates + 3000 - flushed
+    assert summary["steps"] == STEPS and summary["resumed_from"] == flushed
+    assert summary["updates"] == ckpt_updates + STEPS - flushed
 
     # The replay: the pre-kill chunks untouched, then the rest; every env step exactly once.
     after = _chunk_steps(out / "replay")
     assert all((out / "replay" / name).read_bytes() == data for name, data in chunk_bytes.items())
-    assert np.array_equal(np.concatenate(list(after.values())), np.arange(3000))
+    assert np.array_equal(np.concatenate(list(after.values())), np.arange(STEPS))
 
     # metrics.jsonl appended: the old lines kept (a line cut by the kill dropped), then the resume.
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -191,11 +192,11 @@ def test_kill_9_then_resume_finishes_the_run_with_every_flushed_transition(tmp_p
     assert resume["step"] == flushed and resume["replay_transitions"] == flushed and resume["checkpoint_step"] == ckpt_step
     later = records[resume_at + 1 :]
     steps = [r["step"] for r in later]
-    assert steps and steps == sorted(steps) and steps[0] > flushed and steps[-1] == 3000 and later[-1]["kind"] == "eval"
+    assert steps and steps == sorted(steps) and steps[0] > flushed and steps[-1] == STEPS and later[-1]["kind"] == "eval"
     trains = [r for r in later if r["kind"] == "train"]
     assert trains and all(r["updates"] == ckpt_updates + r["step"] - flushed for r in trains)
-    assert [r["step"] for r in later if r["kind"] == "checkpoint"] == [s for s in range(500, 3000, 500) if s > flushed]
-    assert load_checkpoint(out / "checkpoint.pt")["loop"]["step"] == 3000
+    assert [r["step"] for r in later if r["kind"] == "checkpoint"] == [s for s in range(500, STEPS, 500) if s > flushed]
+    assert load_checkpoint(out / "checkpoint.pt")["loop"]["step"] == STEPS
 
 
 def test_resume_refuses_a_corrupt_checkpoint_other_settings_or_nothing_to_resume(tmp_path):
