@@ -26,6 +26,11 @@ def test_quadruped_hardware_backend_on_the_twin() -> None:
         truth = tw.twin.ground_truth()
         assert truth["torso_pos_m"][2] > 0.23  # standing (limp it lies at ~0.19 m)
         assert info["reset_attempts"] >= 1 and env.observation_space.contains(obs)  # got up from limp
+        # Torque came on only once the collapsing robot was still: it waited at least the 3 still
+        # reads and came to rest before the 3 s timeout.
+        from robosac.robots.robot import SETTLE_READS, SETTLE_TIMEOUT_S
+        settle_s = env.unwrapped.robot.last_settle_s
+        assert SETTLE_READS * env.unwrapped.robot.dt_s <= settle_s < SETTLE_TIMEOUT_S, settle_s
         obs, r, term, trunc, info = env.step(np.zeros(12, np.float32))
         torso, truth = info["torso"], tw.twin.ground_truth()
         assert abs(torso["x_m"] - truth["torso_pos_m"][0]) < 0.03 and abs(torso["y_m"] - truth["torso_pos_m"][1]) < 0.03

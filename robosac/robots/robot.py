@@ -320,11 +320,11 @@ class HardwareRobot(Robot):
 
     def _settle_limp(self) -> float:
         """A limp robot (just powered up, or after a safety stop) may still be falling or swinging.
-        Torque on holds every joint where it is, and joints locked mid-fall land the robot on stiff
-        legs: the twin's quadruped, held 0.1 s into its power-up collapse, tipped over in the
-        stand-up that followed. So wait until every joint is slower than SETTLE_RAD_S for
-        SETTLE_READS reads one period apart, at most SETTLE_TIMEOUT_S (then go on: a joint that
-        keeps moving, such as a free-spinning valve, must not block the reset)."""
+        Torque on holds every joint where it is, so joints locked mid-fall would land the robot on
+        stiff legs (a precaution: the twin's quadruped is still collapsing ~1 s after power-up; the
+        CI failure this came with turned out to be elsewhere). So wait until every joint is slower
+        than SETTLE_RAD_S for SETTLE_READS reads one period apart, at most SETTLE_TIMEOUT_S (then go
+        on: a joint that keeps moving, such as a free-spinning valve, must not block the reset)."""
         t0 = time.monotonic()
         still = 0
         while still < SETTLE_READS and time.monotonic() - t0 < SETTLE_TIMEOUT_S:
