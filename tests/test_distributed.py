@@ -244,7 +244,9 @@ def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
             ls = s["learner"]
             return ls["learner_id"] != before["learner"]["learner_id"] and all(
                 ls["per_robot"][r]["transitions"] >= before["learner"]["per_robot"][r]["transitions"] + 20
-                and _robot(s, r)["outbox"]["unsent"] < 20 for r in ("claw1", "claw2"))
+                and _robot(s, r)["outbox"]["unsent"] < 20
+                # and acting with its weights (a collector pulls them a publish or two later)
+                and _robot(s, r).get("acting_learner_id") == ls["learner_id"] for r in ("claw1", "claw2"))
 
         rec["learner_back"] = _poll_until(run, restored_and_caught_up, 90, "the restored learner caught up")
         rec["learner_restarts"] = run.learner_restarts

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from robosac import cli
 from robosac.persist import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.replay import Replay
@@ -134,7 +135,7 @@ def _chunk_steps(replay_dir) -> dict[str, np.ndarray]:
 
 
 STEPS = 2000
-TRAIN = ["train", "Pendulum-v1", "--steps", str(STEPS), "--learning-starts", "200", "--checkpoint-every", "500",
+TRAIN = ["train", "Pendulum-v1", "--steps", str(STEPS), "--learning-starts", "200", "--batch-size", "32", "--checkpoint-every", "500",
          "--replay-flush-every", "100", "--no-progress", "--threads", "1", "--eval-episodes", "2"]
 
 
@@ -199,23 +200,28 @@ def test_kill_9_then_resume_finishes_the_run_with_every_flushed_transition(tmp_p
     assert load_checkpoint(out / "checkpoint.pt")["loop"]["step"] == STEPS
 
 
-def test_resume_refuses_a_corrupt_checkpoint_other_settings_or_nothing_to_resume(tmp_path):
+def test_resume_refuses_a_corrupt_checkpoint_other_settings_or_nothing_to_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    short = ["train", "Pendulum-v1", "--steps", "250", "--learning-starts", "200", "--no-progress", "--threads", "1", "--eval-episodes", "1"]
-    first = subprocess.run(ROBOSAC + short + ["--out", str(out)], capture_output=True, text=True, timeout=120)
+    short = ["train", "Pendulum-v1", "--steps", "250", "--learning-starts", "200", "--no-progress", "--eval-episodes", "1"]
+    first = subprocess.run(ROBOSAC + short + ["--threads", "1", "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
 
-    again = subprocess.run(ROBOSAC + short + ["--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    def refused(*extra: str) -> str:
+        """Run the CLI in this process (each refusal comes before any training) and return its stderr."""
+        capsys.readouterr()
+        assert cli.main(short + list(extra)) == 2
+        return capsys.readouterr().err
 
-    other = subprocess.run(ROBOSAC + short + ["--batch-size", "64", "--resume", str(out)], capture_output=True, text=True, timeout=120)
-    assert other.returncode == 2 and "batch_size" in other.stderr and "checkpoint.pt" in other.stderr
+    err = refused("--out", str(out))
+    assert "already holds a run" in err and "--resume" in err
+    err = refused("--batch-size", "64", "--resume", str(out))
+    assert "batch_size" in err and "checkpoint.pt" in err
 
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    corrupt = subprocess.run(ROBOSAC + short + ["--resume", "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert corrupt.returncode == 2 and str(ckpt) in corrupt.stderr and "corrupt" in corrupt.stderr
+    err = refused("--resume", "--out", str(out))
+    assert str(ckpt) in err and "corrupt" in err
 
     ckpt.unlink()
-    missing = subprocess.run(ROBOSAC + short + ["--resume", str(out)], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "nothing to resume" in missing.stderr and str(ckpt) in missing.stderr
+    err = refused("--resume", str(out))
+    assert "nothing to resume" in err and str(ckpt) in err
