@@ -189,6 +189,18 @@ def _poll_until(run: DistributedRun, pred: Callable[[dict], bool], timeout: floa
     return wait_for(check, timeout, what)
 
 
+def _thread_priorities(pid: int) -> list[int]:
+    """SCHED_FIFO priority of each thread of a process (0: a normal thread)."""
+    out = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fifo = os.sched_getscheduler(int(t)) == os.SCHED_FIFO
+            out.append(os.sched_getparam(int(t)).sched_priority if fifo else 0)
+        except ProcessLookupError:  # a thread that just ended
+            continue
+    return out
+
+
 def _robot(snap: dict, name: str) -> dict:
     return snap["robots"].get(name, {})
 
@@ -213,6 +225,7 @@ def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
 
         rec["feeding"] = _poll_until(run, feeding, 60, "both robots feeding a training learner")
         rec["listening"] = _listening_addresses(_descendants(os.getpid()))
+        rec["loop_threads"] = {r: _thread_priorities(_robot(rec["feeding"], r)["loop_pid"]) for r in ("claw1", "claw2")}
 
         # 2. Kill claw1's collector; Ray restarts it; claw2 keeps going.
         before = run.poll()
@@ -275,6 +288,14 @@ def test_two_twin_claws_feed_one_learner(scenario: dict) -> None:
         assert rob["error"] is None and rob["running"] and rob["link"]["up"]
         assert rob["acting_version"] > 1 and rob["warm"]  # acting with learned weights, not random actions
         assert ls["per_robot"][r]["transitions"] >= 40
+        # Once running, every thread of the robot's loop process is real-time (the loop 50, the
+        # others 49: they share its interpreter lock); the start-up before it was not (it would
+        # have starved the twins).
+        prio = scenario["loop_threads"][r]
+        if rob["scheduling"].startswith("SCHED_FIFO"):
+            assert rob["scheduling"] == "SCHED_FIFO 50" and 50 in prio and 49 in prio and set(prio) <= {49, 50}, prio
+        else:
+            assert set(prio) == {0}, prio
     out = scenario["out"]
     assert (out / "learner.pt").exists() and json.loads((out / "run.json").read_text())["distributed"] is True
 

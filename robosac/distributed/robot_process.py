@@ -62,12 +62,6 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
     from robosac.sac.sac import SAC
 
     torch.set_num_threads(1)
-    if realtime:
-        # Every thread of this process (this one, the camera reader it starts) runs just below the
-        # loop's priority: the loop waits for the interpreter lock whenever another thread holds
-        # it, and a normal thread holding it can be preempted for milliseconds by the learner or
-        # the twins (measured: loop wake-ups 1.7-2.9 ms late with 4 robots on 2 cores).
-        try_realtime(49)
     env = collector = None
     segments: list[Any] = []
     send_lock = threading.Lock()  # the loop thread (safety stops) and this thread both report
@@ -109,6 +103,15 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
             if t.info.get("safety_stop"):
                 send(("safety_stop", c.steps, str(t.info["safety_stop"]), dict(t.info.get("safety", {}))))
 
+        if realtime:
+            # Every thread of this process (this one, the camera reader the env started) runs just
+            # below the loop's priority: the loop waits for the interpreter lock whenever another
+            # thread holds it, and a normal thread holding it can be preempted for milliseconds by
+            # the learner or the twins (measured: loop wake-ups 1.7-2.9 ms late with 4 robots on 2
+            # cores). Only now, after the start-up's seconds of CPU (the env, the camera, the
+            # networks): four robots starting under SCHED_FIFO starved their twins' serial replies
+            # on 2 cores (every robot's servos silent 5 reads in a row).
+            try_realtime(49, all_threads=True)
         collector = Collector(env, act, sink, seed=seed, realtime=realtime).start()
         conn.send(("started", os.getpid()))
         last_safety = 0.0

@@ -32,11 +32,14 @@ import numpy as np
 __all__ = ["Collector", "Transition", "percentiles", "try_realtime"]
 
 
-def try_realtime(priority: int = 50) -> str:
-    """Try SCHED_FIFO `priority` for the calling thread (threads it starts later inherit it); say
-    what was done (users may lack the permission)."""
+def try_realtime(priority: int = 50, all_threads: bool = False) -> str:
+    """Try SCHED_FIFO `priority` for the calling thread (threads it starts later inherit it), or
+    with ``all_threads`` for every thread this process has now (Linux); say what was done (users
+    may lack the permission)."""
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0 = this thread on Linux
+        tids = [int(t) for t in os.listdir("/proc/self/task")] if all_threads else [0]  # 0 = this thread
+        for tid in tids:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return f"SCHED_FIFO {priority}"
     except (AttributeError, PermissionError, OSError) as e:
         return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
