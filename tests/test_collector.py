@@ -99,3 +99,30 @@ def test_percentiles() -> None:
     p = percentiles([-3.0, 1.0, 2.0])
     assert p["max"] == 3.0 and p["p50"] == 2.0
     assert np.isnan(percentiles([])["p99"])
+
+
+def test_try_realtime_for_every_thread_a_process_has() -> None:
+    """`try_realtime(p, all_threads=True)` raises the threads started before the call too (a robot
+    process raises its camera reader that way once it is set up). In a child process: this one
+    must stay a normal process."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import os, threading\n"
+        "from robosac.runtime.collector import try_realtime\n"
+        "ev = threading.Event(); t = threading.Thread(target=ev.wait); t.start()\n"
+        "print(try_realtime(49, all_threads=True))\n"
+        "print(sorted(os.sched_getparam(int(x)).sched_priority for x in os.listdir('/proc/self/task')))\n"
+        "ev.set(); t.join()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    said, printed = r.stdout.strip().splitlines()
+    prios = json.loads(printed)
+    assert len(prios) >= 2  # the main thread and the one it started first
+    if said.startswith("normal (SCHED_FIFO refused"):
+        assert set(prios) == {0}
+    else:
+        assert said == "SCHED_FIFO 49" and set(prios) == {49}

@@ -37,9 +37,12 @@ def try_realtime(priority: int = 50, all_threads: bool = False) -> str:
     with ``all_threads`` for every thread this process has now (Linux); say what was done (users
     may lack the permission)."""
     try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")] if all_threads else [0]  # 0 = this thread
-        for tid in tids:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0 = this thread
+        for tid in [int(t) for t in os.listdir("/proc/self/task")] if all_threads else []:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
         return f"SCHED_FIFO {priority}"
     except (AttributeError, PermissionError, OSError) as e:
         return f"normal (SCHED_FIFO refused: {e.__class__.__name__})"
