@@ -114,8 +114,9 @@ SERVO_PRIORITY = 40
 
 
 def _servo_priority() -> str:
-    """SCHED_FIFO for the threads started after this call (the serial emulator and the physics
-    clock; the camera renderers, started before, stay normal threads at a lower priority)."""
+    """SCHED_FIFO for the calling thread (the twin's main thread, which only waits for a signal)
+    and the threads it starts after this call (the serial emulator and the physics clock; the
+    camera renderers and the HTTP server, started before, stay normal threads)."""
     from robosac.runtime.collector import try_realtime
 
     return try_realtime(SERVO_PRIORITY)
