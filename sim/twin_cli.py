@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         chain.stop()
         for s, h in old.items():
             signal.signal(s, h)
+    import json
+
+    print(f"twin stats: {json.dumps({'servo_limit_violations': chain.stats()['limit_violations']})}", file=sys.stderr, flush=True)
     print("robosac twin: stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -175,7 +178,8 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
     )
     drawn = sim.sample.as_dict() if args.randomize else None
     server = MjpegServer(port=args.http_port, state=lambda: {**twin.ground_truth(), "randomization": drawn,
-                                                             "cameras": {s.camera: s.stats().as_dict() for s in streamers}})
+                                                             "cameras": {s.camera: s.stats().as_dict() for s in streamers},
+                                                             "servo_limit_violations": chain.stats()["limit_violations"]})
     streamers = [CameraStreamer(sim, twin.lock, c, w, h, fps, server.add_stream(c)) for c in cams]
     started: list = []
     try:
@@ -203,6 +207,7 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
         # Figures as of the stop request: tearing down is not the physics clock's fault.
         final_clock = twin.stats()
         final_cams = {s.camera: s.stats().as_dict() for s in streamers}
+        final_violations = chain.stats()["limit_violations"]
     finally:
         chain.stop()
         for st in started:
@@ -211,7 +216,9 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
         twin.stop()
         for s, h in old.items():
             signal.signal(s, h)
-    final = {"clock": final_clock.as_dict(), "cameras": final_cams}
+    # Goals outside the config's limits that reached a servo: the host's safety monitor should
+    # make this {} on every run (the twin audits it independently of the host).
+    final = {"clock": final_clock.as_dict(), "cameras": final_cams, "servo_limit_violations": final_violations}
     print(_report(final_clock, streamers), file=sys.stderr)
     print(f"twin stats: {json.dumps(final)}", file=sys.stderr, flush=True)
     sim.close()

@@ -191,3 +191,31 @@ def test_from_config_and_counters() -> None:
             assert abs(sr.getData(knee.id, 132, 4) - 2560) <= 1
         finally:
             port.closePort()
+
+
+def test_chain_audits_goals_against_the_config_limits() -> None:
+    """The twin's own audit of what reaches the servos: goals outside the config's joint range or
+    current cap are counted per servo, goals inside are not (the emulated firmware accepts both in
+    current-based position mode, as a real XM430 does)."""
+    import math
+    from pathlib import Path
+
+    from robosac.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml")
+    mid = cfg.servo("f0_middle")  # mode 5, +-1.0472 rad, 1.2 A
+    tick = lambda rad: int(round(2048 + rad * 4096 / (2 * math.pi)))  # noqa: E731
+    with ServoChain.from_config(cfg) as c:
+        port = _open(c.port, cfg.bus.baud)
+        ph = PacketHandler(2.0)
+        try:
+            for ticks in (tick(mid.limits.max_rad), tick(mid.limits.min_rad), tick(0.5)):
+                assert ph.write4ByteTxRx(port, mid.id, 116, ticks)[1] == COMM_SUCCESS
+            assert ph.write2ByteTxRx(port, mid.id, 102, 446)[1] == COMM_SUCCESS  # 1.2 A
+            assert c.stats()["limit_violations"] == {}
+            assert ph.write4ByteTxRx(port, mid.id, 116, tick(mid.limits.max_rad + 0.05))[1] == COMM_SUCCESS
+            assert ph.write4ByteTxRx(port, mid.id, 116, tick(mid.limits.min_rad - 0.05))[1] == COMM_SUCCESS
+            assert ph.write2ByteTxRx(port, mid.id, 102, 600)[1] == COMM_SUCCESS  # 1.6 A
+            assert c.stats()["limit_violations"] == {mid.id: {"goal_position": 2, "goal_current": 1}}
+        finally:
+            port.closePort()

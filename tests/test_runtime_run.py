@@ -106,6 +106,8 @@ def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:
     assert s["steps"] == 100 and s["overruns"] <= 2 and s["updates"] >= 1
     # A paced hardware loop asks for SCHED_FIFO (granted here as root; elsewhere it says refused).
     assert s["loop_scheduling"] == "SCHED_FIFO 50" or s["loop_scheduling"].startswith("normal (SCHED_FIFO refused")
+    # The twin's audit: no goal outside the config's limits reached a servo (resets included).
+    assert s["twin_servo_limit_violations"] == {}
     run = json.loads((out / "run.json").read_text())
     assert run["backend"] == "hardware" and run["twin"] is True
     assert (out / "eval.mp4").exists() and (out / "learning_curve.png").exists()

@@ -15,6 +15,7 @@ The twin runs as its own process (`robosac twin`), as the robot would be its own
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,13 +57,23 @@ class TwinProcess:
             lines.setdefault(k, v.strip())
         self.serial, self.camera = lines["serial"], lines.get("camera")
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, Any] | None:
+        """Stop the twin; returns its final "twin stats" (clock, cameras, servo_limit_violations:
+        {id: {goal item: count}} of goals outside the config's limits that reached a servo), or
+        None if it printed none (killed, or crashed)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        self.log.seek(0)
+        stats = None
+        for line in self.log:
+            if line.startswith("twin stats: "):
+                stats = json.loads(line[len("twin stats: "):])
+        return stats
 
 
 def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async", pixels: bool = True,

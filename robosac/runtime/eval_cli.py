@@ -63,7 +63,9 @@ def _run(args: argparse.Namespace) -> int:
         res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video)
         env.close()
     finally:
-        if twin is not None:
-            twin.stop()
+        twin_stats = twin.stop() if twin is not None else None
+    if twin_stats is not None:
+        # The twin's own audit of what reached the servos (the safety monitor should keep it {}).
+        res["twin_servo_limit_violations"] = twin_stats.get("servo_limit_violations")
     print(json.dumps({"run": str(run), "backend": backend, "updates": ck["counters"]["updates"], **res}), flush=True)
     return 0

@@ -180,7 +180,9 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
         print(f"robosac train: {exc}", file=sys.stderr)
         return 2
     finally:
-        if twin is not None:
-            twin.stop()
+        twin_stats = twin.stop() if twin is not None else None
+    if twin_stats is not None:
+        # The twin's own audit of what reached the servos (the safety monitor should keep it {}).
+        summary["twin_servo_limit_violations"] = twin_stats.get("servo_limit_violations")
     print(json.dumps({"target": args.target, **summary}), flush=True)
     return 0

@@ -9,13 +9,14 @@ from .chain import ServoChain, send_control
 from .control_table import MODELS, ModelSpec
 from .faults import Faults
 from .physics import FirstOrderJoint, JointModel, JointState, JointTarget
-from .servo import Servo, ServoSpec
+from .servo import GoalLimits, Servo, ServoSpec
 
 __all__ = [
     "MODELS",
     "ModelSpec",
     "Faults",
     "FirstOrderJoint",
+    "GoalLimits",
     "JointModel",
     "JointState",
     "JointTarget",

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from . import protocol as P
 from .faults import Faults
-from .servo import Servo, ServoSpec
+from .servo import GoalLimits, Servo, ServoSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from robosac.config import RobotConfig
@@ -127,6 +127,8 @@ class ServoChain:
 
         firmware: one version for all, or {id: version}. joints: {servo name: JointModel} to
         attach physics (the MuJoCo twin); others get a FirstOrderJoint. kwargs go to __init__.
+        Each servo audits its goals against the config's limits (`GoalLimits`: min_rad/max_rad
+        through the calibration, one tick of rounding allowed; current_a).
         """
         import math
 
@@ -150,6 +152,7 @@ class ServoChain:
                     position_ticks=ticks,
                     eeprom={"operating_mode": sc.operating_mode},
                     joint=joints.get(sc.name),
+                    limits=_goal_limits(sc),
                 )
             )
         return cls(specs, baud=config.bus.baud, **kwargs)
@@ -221,6 +224,8 @@ class ServoChain:
                 "instructions": {f"0x{k:02X}": v for k, v in sorted(self.instructions.items())},
                 "faults_injected": dict(self.faults.injected),
                 "jammed": self.faults.jammed(),  # {id: seconds left, None = until cleared}
+                # {id: {goal item: count}}: goals outside the config's limits that took effect.
+                "limit_violations": {s.id: dict(s.limit_violations) for s in self.servos if s.limit_violations},
                 "serial": self._link,
                 "pty": self._pty_path,
             }
@@ -724,6 +729,20 @@ class ServoChain:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="servo-chain-control", daemon=True
         )
         self._server_thread.start()
+
+
+def _goal_limits(sc: Any) -> GoalLimits:
+    """A config servo's joint range as Goal Position ticks (servo rad = sign * joint + offset; tick
+    2048 = 0 rad; one tick of slack for the host's rounding) and its current cap in raw units."""
+    import math
+
+    from .control_table import MODELS
+
+    ends = [sc.calibration.sign * r + sc.calibration.offset_rad for r in (sc.limits.min_rad, sc.limits.max_rad)]
+    ticks = [2048 + e * 4096 / (2 * math.pi) for e in ends]
+    unit = MODELS[sc.model].current_unit_a
+    cap = None if sc.limits.current_a is None or not unit else math.ceil(sc.limits.current_a / unit) + 1
+    return GoalLimits(math.floor(min(ticks)) - 1, math.ceil(max(ticks)) + 1, cap)
 
 
 def send_control(control_path: str, msg: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

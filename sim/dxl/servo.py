@@ -51,6 +51,18 @@ _RAD_PER_TICK = 2 * math.pi / TICKS_PER_REV
 _GOAL_ITEMS = ("goal_pwm", "goal_current", "goal_velocity", "goal_position")
 
 
+@dataclass(frozen=True)
+class GoalLimits:
+    """A robot config's promise for one servo, in its raw units: Goal Position within
+    [min_ticks, max_ticks] (the joint range) and Goal Current at most max_current_units (None: no
+    cap). The host's safety monitor must never send more; the twin counts every goal that takes
+    effect outside them (`Servo.limit_violations`), as an auditor independent of the host."""
+
+    min_ticks: int
+    max_ticks: int
+    max_current_units: int | None = None
+
+
 @dataclass
 class ServoSpec:
     """How to build one emulated servo.
@@ -59,7 +71,7 @@ class ServoSpec:
     need >= 45), baud (bps the servo's Baud Rate item is set to), position_ticks (initial actual
     position, encoder ticks; 2048 = centre), eeprom: other initial item values by item name
     (e.g. {"return_delay_time": 0, "operating_mode": 4}), joint: a JointModel (default: a
-    FirstOrderJoint at position_ticks).
+    FirstOrderJoint at position_ticks), limits: GoalLimits to audit goals against (None: none).
     """
 
     id: int
@@ -69,6 +81,7 @@ class ServoSpec:
     position_ticks: int = 2048
     eeprom: dict[str, int] = field(default_factory=dict)
     joint: JointModel | None = None
+    limits: GoalLimits | None = None
 
 
 class Servo:
@@ -96,6 +109,7 @@ class Servo:
         self.watchdog_tripped = False
         self.last_rx = clock()  # last instruction addressed to this servo (bus watchdog)
         self.registered: tuple[int, bytes] | None = None
+        self.limit_violations: dict[str, int] = {}  # goal item -> writes outside spec.limits that took effect
         self.boot_until = 0.0  # unresponsive (rebooting) until this clock time
         self._factory_defaults()
         self.set("id", spec.id)
@@ -420,11 +434,21 @@ class Servo:
             self.last_rx = self._clock()
             return
         self.set(name, v)
+        if self.spec.limits is not None and self._outside_limits(name, v):
+            self.limit_violations[name] = self.limit_violations.get(name, 0) + 1
         if name == "operating_mode" and v == 3:
             self._wrap_turns()
         if name in ("goal_position", "goal_current", "profile_velocity", "velocity_limit", "current_limit", "position_p_gain"):
             if self.torque and not self.watchdog_tripped:
                 self._push_target()
+
+    def _outside_limits(self, name: str, v: int) -> bool:
+        lim = self.spec.limits
+        if name == "goal_position":
+            return not lim.min_ticks <= v <= lim.max_ticks
+        if name == "goal_current":
+            return lim.max_current_units is not None and abs(v) > lim.max_current_units
+        return False
 
     # ------------------------------------------------------------------ single-servo instructions
     def clear_multi_turn(self, params: bytes) -> int:
