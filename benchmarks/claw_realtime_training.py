@@ -12,10 +12,10 @@ final evaluation), steps, episodes, updates, loop jitter and overruns, safety st
 count of goals outside the config's limits that reached a servo (`twin_servo_limit_violations`,
 must be {}), and the evaluation's success rate, return and score.
 
-    MUJOCO_GL=egl .venv/bin/python benchmarks/claw_realtime_training.py [--steps 28000] [--seed 0]
+    MUJOCO_GL=egl .venv/bin/python benchmarks/claw_realtime_training.py [--steps 26000] [--seed 0]
 
-Steps for a 60-minute budget on a 2-core machine: 10 Hz with 8 s episodes and a reset of about 2 s
-between them gives ~8 steps/s, so 28 000 steps is ~58 minutes. Writes
+Steps for a 60-minute budget on a 2-core machine: 10 Hz with 8 s episodes, resets and the current
+stops between them made 7.4 steps/s (2026-12-02, 31 min measured), so 26 000 steps is ~59 minutes. Writes
 benchmarks/results/claw_realtime_training.json (and the run directory, --out).
 """
 
@@ -43,7 +43,7 @@ def _robosac(*args: str, timeout: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=28_000)
+    ap.add_argument("--steps", type=int, default=26_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-episodes", type=int, default=20)
     ap.add_argument("--out", default="runs/claw_realtime")

@@ -21,6 +21,7 @@ servo bus and a camera and knows nothing of episodes. ``--no-randomize`` runs th
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -100,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
         chain.stop()
         for s, h in old.items():
             signal.signal(s, h)
-    import json
-
     print(f"twin stats: {json.dumps({'servo_limit_violations': chain.stats()['limit_violations']})}", file=sys.stderr, flush=True)
     print("robosac twin: stopped", file=sys.stderr, flush=True)
     return 0
@@ -136,7 +135,6 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
     # Hand the GIL over every 0.5 ms (default 5 ms): the emulator thread must answer a status
     # packet well inside the SDK's timeout while the physics and camera threads are busy.
     sys.setswitchinterval(0.0005)
-    import json
     import time
 
     from sim.camera_server import CameraStreamer, MjpegServer

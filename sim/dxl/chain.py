@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import select
 import shutil
@@ -44,6 +45,7 @@ import tty
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import protocol as P
+from .control_table import MODELS, TICKS_PER_REV
 from .faults import Faults
 from .servo import GoalLimits, Servo, ServoSpec
 
@@ -130,8 +132,6 @@ class ServoChain:
         Each servo audits its goals against the config's limits (`GoalLimits`: min_rad/max_rad
         through the calibration, one tick of rounding allowed; current_a).
         """
-        import math
-
         joints = joints or {}
         unknown = set(joints) - {s.name for s in config.servos}
         if unknown:
@@ -141,8 +141,7 @@ class ServoChain:
             mid_joint = 0.5 * (sc.limits.min_rad + sc.limits.max_rad)
             if sc.operating_mode == 4 and abs(mid_joint) > math.pi:
                 mid_joint = 0.0
-            servo_rad = mid_joint * sc.calibration.sign + sc.calibration.offset_rad
-            ticks = int(round(2048 + servo_rad * 4096 / (2 * math.pi)))
+            ticks = int(round(_joint_ticks(sc, mid_joint)))
             specs.append(
                 ServoSpec(
                     id=sc.id,
@@ -731,15 +730,16 @@ class ServoChain:
         self._server_thread.start()
 
 
+def _joint_ticks(sc: Any, joint_rad: float) -> float:
+    """A config servo's joint angle as position ticks: servo rad = sign * joint + offset, tick 2048 = 0 rad."""
+    servo_rad = sc.calibration.sign * joint_rad + sc.calibration.offset_rad
+    return 2048 + servo_rad * TICKS_PER_REV / (2 * math.pi)
+
+
 def _goal_limits(sc: Any) -> GoalLimits:
-    """A config servo's joint range as Goal Position ticks (servo rad = sign * joint + offset; tick
-    2048 = 0 rad; one tick of slack for the host's rounding) and its current cap in raw units."""
-    import math
-
-    from .control_table import MODELS
-
-    ends = [sc.calibration.sign * r + sc.calibration.offset_rad for r in (sc.limits.min_rad, sc.limits.max_rad)]
-    ticks = [2048 + e * 4096 / (2 * math.pi) for e in ends]
+    """A config servo's joint range as Goal Position ticks (one tick of slack for the host's
+    rounding) and its current cap in raw units."""
+    ticks = [_joint_ticks(sc, r) for r in (sc.limits.min_rad, sc.limits.max_rad)]
     unit = MODELS[sc.model].current_unit_a
     cap = None if sc.limits.current_a is None or not unit else math.ceil(sc.limits.current_a / unit) + 1
     return GoalLimits(math.floor(min(ticks)) - 1, math.ceil(max(ticks)) + 1, cap)
