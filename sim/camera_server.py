@@ -7,15 +7,15 @@ Endpoints (one server, an ephemeral port):
     GET /state           JSON from the `state` callback (the twin's ground truth and clock)
     GET /                plain-text list of the above
 
-`CameraStreamer` is the thread that renders one MJCF camera at a fixed rate. It owns its
-`mujoco.Renderer` (the OpenGL context is current on the thread that made it, so the renderer is
-created and used on that thread only), copies the scene under the twin's lock and renders outside
-it, then JPEG-encodes and publishes. Late frames are counted, never hidden.
+`CameraStreamer` renders one MJCF camera at a fixed rate in a process of its own (MuJoCo's renderer
+holds the GIL while it draws), from a shared-memory snapshot of the joint positions that the twin's
+physics thread keeps current, and publishes the JPEGs here. Late frames are counted, never hidden.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import threading
 import time
@@ -26,8 +26,9 @@ from typing import Any, Callable
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
-__all__ = ["FrameSlot", "MjpegServer", "CameraStreamer", "StreamStats"]
+__all__ = ["FrameSlot", "MjpegServer", "CameraStreamer", "SceneSnapshot", "StreamStats"]
 
 BOUNDARY = "robosacframe"
 
@@ -162,11 +163,36 @@ class StreamStats:
         return asdict(self)
 
 
-class CameraStreamer:
-    """Renders `camera` of the twin's model at width×height px and `fps`, publishing JPEGs to `slot`.
+class SceneSnapshot:
+    """The simulation's joint positions (qpos, rad and m) in shared memory, for a renderer in
+    another process. `publish` never waits: the twin's physics thread calls it after every step,
+    and a copy it cannot make now (the renderer is reading) is made after its next step."""
 
-    lock: the lock that guards `sim` (the twin's). quality: JPEG quality 0–100. nice: the render
-    thread's niceness (Linux: per thread), so physics and the servo emulator come first.
+    def __init__(self, nq: int, ctx: Any) -> None:
+        self.raw = ctx.RawArray("d", int(nq))
+        self.lock = ctx.Lock()
+        self._q = np.frombuffer(self.raw, dtype=np.float64)
+
+    def publish(self, data: Any) -> bool:
+        """Copy `data.qpos` (an MjData's) if the reader is not holding the lock; True if copied."""
+        if not self.lock.acquire(block=False):
+            return False
+        try:
+            self._q[:] = data.qpos
+        finally:
+            self.lock.release()
+        return True
+
+
+class CameraStreamer:
+    """Renders `camera` of `sim`'s model at width×height px and `fps`, publishing JPEGs to `slot`.
+
+    The renderer runs in its own process (spawned, with niceness `nice`), because MuJoCo's renderer
+    holds the GIL for ~10 ms per frame (benchmarks/render_gil.py): inside the twin's process that
+    kept the serial emulator from answering under load. The process renders from a `SceneSnapshot`
+    of qpos: `publish_scene(data)` updates it (the twin's physics thread calls it after each step,
+    see `RealtimeTwin.scene_observers`); `start()` takes one under `lock` (the lock that guards
+    `sim`). A thread here receives the JPEGs and publishes them. quality: JPEG quality 0–100.
     """
 
     def __init__(
@@ -175,76 +201,114 @@ class CameraStreamer:
         self.sim, self.lock = sim, lock
         self.camera, self.width, self.height, self.fps = camera, int(width), int(height), float(fps)
         self.slot, self.quality, self.nice = slot, int(quality), int(nice)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._ctx = mp.get_context("spawn")  # never fork a process that holds GL contexts and threads
+        self.snapshot = SceneSnapshot(sim.model.nq, self._ctx)
+        self._stop = self._ctx.Event()
+        self._proc: Any = None
+        self._conn: Any = None
         self._thread: threading.Thread | None = None
-        self.frames = 0
-        self.late = 0
-        self._busy = 0.0
+        self._stats = StreamStats(0, 0, 0.0, 0.0)
         self._t0 = 0.0
 
+    @property
+    def frames(self) -> int:
+        return self._stats.frames
+
+    def publish_scene(self, data: Any) -> None:
+        self.snapshot.publish(data)
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"camera-{self.camera}", daemon=True)
+        with self.lock:
+            self.snapshot._q[:] = self.sim.data.qpos
+        parent, child = self._ctx.Pipe(duplex=False)
+        self._proc = self._ctx.Process(
+            target=_render_process, name=f"camera-{self.camera}", daemon=True,
+            args=(self.sim.model, self.snapshot.raw, self.snapshot.lock, self.camera, self.width, self.height,
+                  self.fps, self.quality, self.nice, child, self._stop),
+        )
+        self._proc.start()
+        child.close()  # the child's end lives in the child: its exit is our EOF
+        self._conn = parent
+        # Spawning imports mujoco and cv2 afresh and makes a GL context: seconds on a loaded machine.
+        msg = parent.recv() if parent.poll(60.0) else ("error", "the render process did not start within 60 s")
+        if msg[0] != "ready":
+            self.stop()
+            raise RuntimeError(f"camera {self.camera!r}: {msg[1]}")
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._receive, name=f"camera-{self.camera}", daemon=True)
         self._thread.start()
-        self._ready.wait(timeout=10.0)
-        if self._error is not None:
-            raise RuntimeError(f"camera {self.camera!r}: {self._error}") from self._error
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                _, jpeg, frames, late, busy_s = self._conn.recv()
+            except (EOFError, OSError):
+                return  # the render process ended (stopped, or died: the stream goes stale)
+            self.slot.publish(jpeg)
+            el = time.perf_counter() - self._t0
+            self._stats = StreamStats(frames, late, frames / el if el > 0 else 0.0, 1000.0 * busy_s / max(frames, 1))
 
     def stop(self) -> None:
         self._stop.set()
+        if self._proc is not None:
+            self._proc.join(timeout=5.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=2.0)
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-
-    def _run(self) -> None:
-        import mujoco
-
-        try:
-            # Rendering is the twin's bulk CPU load; the physics clock and the serial emulator
-            # must win any contention for a core (measured: without this a 640x480 render on a
-            # 2-core machine delayed status packets past the SDK's 34 ms timeout).
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-        except (OSError, AttributeError):
-            pass
-        try:
-            # Created here: the GL context belongs to this thread.
-            renderer = mujoco.Renderer(self.sim.model, self.height, self.width)
-            with self.lock:
-                renderer.update_scene(self.sim.data, self.camera)
-        except BaseException as e:  # report to start()
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        period = 1.0 / self.fps
-        params = [int(cv2.IMWRITE_JPEG_QUALITY), self.quality]
-        self._t0 = t_next = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                t = time.perf_counter()
-                with self.lock:
-                    renderer.update_scene(self.sim.data, self.camera)
-                rgb = renderer.render()
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-                if ok:
-                    self.slot.publish(buf.tobytes())
-                    self.frames += 1
-                self._busy += time.perf_counter() - t
-                t_next += period
-                pause = t_next - time.perf_counter()
-                if pause < 0:
-                    self.late += 1
-                    t_next = time.perf_counter()  # do not burst to catch up
-                else:
-                    self._stop.wait(pause)
-        finally:
-            renderer.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def stats(self) -> StreamStats:
-        el = time.perf_counter() - self._t0 if self._t0 else 0.0
-        return StreamStats(
-            frames=self.frames,
-            late=self.late,
-            fps=self.frames / el if el > 0 else 0.0,
-            render_ms=1000.0 * self._busy / self.frames if self.frames else 0.0,
-        )
+        return self._stats
+
+
+def _render_process(model: Any, q_raw: Any, q_lock: Any, camera: str, width: int, height: int, fps: float,
+                    quality: int, nice: int, conn: Any, stop: Any) -> None:
+    """The render process: qpos snapshot -> kinematics -> render -> JPEG -> conn, at `fps`."""
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
+    try:
+        import mujoco
+
+        data = mujoco.MjData(model)
+        q = np.frombuffer(q_raw, dtype=np.float64)
+        renderer = mujoco.Renderer(model, height, width)  # the GL context belongs to this process
+    except BaseException as e:  # report to start()
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready",))
+    period = 1.0 / fps
+    params = [int(cv2.IMWRITE_JPEG_QUALITY), quality]
+    frames = late = 0
+    busy = 0.0
+    t_next = time.perf_counter()
+    try:
+        while not stop.is_set():
+            t = time.perf_counter()
+            with q_lock:
+                data.qpos[:] = q
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_camlight(model, data)
+            renderer.update_scene(data, camera)
+            rgb = renderer.render()
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+            if ok:
+                frames += 1
+                busy += time.perf_counter() - t
+                conn.send(("frame", buf.tobytes(), frames, late, busy))
+            t_next += period
+            pause = t_next - time.perf_counter()
+            if pause < 0:
+                late += 1
+                t_next = time.perf_counter()  # do not burst to catch up
+            else:
+                stop.wait(pause)
+    except (BrokenPipeError, EOFError, OSError):
+        pass  # the twin went away
+    finally:
+        renderer.close()
+        conn.close()

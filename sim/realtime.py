@@ -18,7 +18,9 @@ lowers the real-time factor) rather than fast-forwarding physics in a burst.
 
 Threading: one lock (`RealtimeTwin.lock`) guards the MujocoSim. The emulator thread takes it
 inside the JointModel methods (it already holds the chain lock; this thread never takes the chain
-lock, so there is no lock-order cycle), the camera thread takes it to copy the scene.
+lock, so there is no lock-order cycle). Cameras render in their own processes: each registers a
+`scene_observers` callable, which this thread calls with the MjData after every step (under the
+lock; it must never wait).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -122,6 +124,8 @@ class RealtimeTwin:
         self.overrun_s = overrun_s if overrun_s is not None else max(0.005, 3 * sim.dt)
         self.max_lag_s = max_lag_s
         self._chunk = max_steps_per_lock
+        # Called with sim.data after each step, under the lock (CameraStreamer.publish_scene).
+        self.scene_observers: list[Callable[[Any], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._joints = {sc.name: ServoJoint(self, i) for i, sc in enumerate(sim.config.servos)}
@@ -194,6 +198,8 @@ class RealtimeTwin:
                 k = min(n, self._chunk)
                 with self.lock:
                     sim.step(k)
+                    for observe in self.scene_observers:
+                        observe(sim.data)
                 self._steps += k
                 n -= k
             # Sleep until the next step falls due.

@@ -179,6 +179,7 @@ def _run_mujoco(args: argparse.Namespace, cfg) -> int:
                                                              "cameras": {s.camera: s.stats().as_dict() for s in streamers},
                                                              "servo_limit_violations": chain.stats()["limit_violations"]})
     streamers = [CameraStreamer(sim, twin.lock, c, w, h, fps, server.add_stream(c)) for c in cams]
+    twin.scene_observers += [s.publish_scene for s in streamers]
     started: list = []
     try:
         # Renderers first (GL start-up takes a while), then the clock, so start-up is no overrun.

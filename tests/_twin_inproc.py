@@ -34,14 +34,16 @@ class InprocTwin:
         self.server = MjpegServer(port=0)
         cam, c = self.cfg.sim.camera, self.cfg.camera
         self.streamer = CameraStreamer(self.sim, self.twin.lock, cam, c.width, c.height, fps or c.fps, self.server.add_stream(cam))
+        self.twin.scene_observers.append(self.streamer.publish_scene)
         self.camera_url = self.server.url(cam)
         self.port = ""
 
     def restart_camera(self) -> None:
-        """A new render thread for the same stream (after `streamer.stop()` simulated a dead camera)."""
+        """A new render process for the same stream (after `streamer.stop()` simulated a dead camera)."""
         cam, c = self.cfg.sim.camera, self.cfg.camera
         self.streamer = CameraStreamer(self.sim, self.twin.lock, cam, c.width, c.height, c.fps, self.server.add_stream(cam))
         self.streamer.start()
+        self.twin.scene_observers[:] = [self.streamer.publish_scene]
 
     def start(self) -> "InprocTwin":
         self._switch = sys.getswitchinterval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import urllib.request
 
@@ -50,6 +51,7 @@ def test_realtime_clock_camera_stream_and_state() -> None:
     twin = RealtimeTwin(sim)
     server = MjpegServer(state=twin.ground_truth)
     cam = CameraStreamer(sim, twin.lock, "valve_cam", 96, 64, 30, server.add_stream("valve_cam"))
+    twin.scene_observers.append(cam.publish_scene)
     cam.start()
     server.start()
     twin.start()
@@ -98,3 +100,39 @@ def test_overruns_are_counted_not_hidden() -> None:
     assert st.max_lag_s > 0.25
     assert st.rtf < 0.85  # the dropped time shows in the real-time factor
     assert np.isfinite(st.rtf)
+
+
+def test_camera_process_renders_the_published_scene() -> None:
+    """The render process sees the simulation only through `publish_scene` (the physics thread's
+    snapshot): a turned valve shows in the stream once published, not before."""
+    sim = MujocoSim("hardware_configs/claw.yaml", torque=False)
+    W, H = 96, 96
+    server = MjpegServer()
+    twin_lock = threading.Lock()
+    cam = CameraStreamer(sim, twin_lock, "valve_cam", W, H, 30, server.add_stream("valve_cam"))
+    cam.start()
+    try:
+        def streamed() -> np.ndarray:
+            seq, _ = cam.slot.wait_newer(0, timeout=5.0)
+            seq, jpeg = cam.slot.wait_newer(seq + 1, timeout=5.0)  # one rendered after the call
+            return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(float)
+
+        def diff(a: np.ndarray, b: np.ndarray) -> float:
+            return float(np.abs(a - b).mean())  # mean |RGB difference|; JPEG loss at quality 90: ~2.7
+
+        at_0 = sim.render("valve_cam", W, H).astype(float)
+        assert diff(streamed(), at_0) < 5.0
+        with twin_lock:
+            sim.set_valve(math.pi / 2)
+        at_90 = sim.render("valve_cam", W, H).astype(float)
+        assert diff(at_90, at_0) > 8.0  # the quarter turn is plain to see (~10.6)
+        before = streamed()
+        assert diff(before, at_0) < 5.0 < diff(before, at_90)  # not published yet: the old scene
+        cam.publish_scene(sim.data)
+        after = streamed()
+        assert diff(after, at_90) < 5.0 < diff(after, at_0)
+        assert cam.stats().frames >= 3 and cam.stats().render_ms > 0.0
+    finally:
+        cam.stop()
+        sim.close()
+    assert not cam._proc.is_alive()
