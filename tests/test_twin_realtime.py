@@ -114,7 +114,7 @@ def test_camera_process_renders_the_published_scene() -> None:
     try:
         def streamed() -> np.ndarray:
             seq, _ = cam.slot.wait_newer(0, timeout=5.0)
-            seq, jpeg = cam.slot.wait_newer(seq + 1, timeout=5.0)  # one rendered after the call
+            seq, jpeg = cam.slot.wait_newer(seq + 1, timeout=5.0)  # two on: the next may have been in flight
             return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(float)
 
         def diff(a: np.ndarray, b: np.ndarray) -> float:
