@@ -580,6 +580,23 @@ def test_enable_torque_holds_at_the_limit_a_hair_past_it_and_refuses_far_past(cl
         bus.enable_torque([1])
 
 
+def test_enable_torque_holds_a_sagged_mode5_finger_at_its_limit(claw) -> None:
+    """Current-based position mode (5) does not check position limits, so the bus must: a limp
+    finger that sagged 0.4 rad past its limit after a stop gets torque back with its goal at the
+    limit, and the twin's own audit counts no goal outside the config's limits (it counted 7 in a
+    60-minute twin run before this)."""
+    import math
+
+    cfg, chain, bus = claw
+    bus.disable_torque([2])
+    lo = cfg.servo("f0_middle").limits.min_rad
+    chain.servo(2).joint.move_to(math.pi + lo - 0.4)  # horn angle: tick 2048 = pi rad
+    bus.enable_torque([2])
+    goal = _servo(chain, 2, "goal_position")
+    assert abs((goal - 2048) * 2 * math.pi / 4096 - lo) < 2e-3
+    assert chain.stats()["limit_violations"] == {}
+
+
 def test_enable_torque_after_a_host_pause_longer_than_the_watchdog(claw) -> None:
     """Servos whose Bus Watchdog expired refuse goal writes (Range Error); enabling torque (goal =
     present first) must clear and re-arm it, as the goal sync write does."""

@@ -670,23 +670,26 @@ class ServoBus:
     # -- torque ------------------------------------------------------------------------------
 
     def _hold_here(self, sid: int) -> None:
-        """Goal = present position, so enabling torque does not jump."""
+        """Goal = present position, so enabling torque does not jump; a joint measured past a limit
+        is held at the limit, so no goal outside the limits reaches a servo."""
         present = self.read_raw(sid, _PRESENT_POSITION, 4)
         j = self._byid.get(sid)
-        if j is not None and j.operating_mode == 3:
+        if j is not None:
             raw = to_signed(int.from_bytes(present, "little"), 4)
+            turn = int(self._turn[self._index[sid]]) if j.operating_mode in (4, 5) else 0
             lo, hi = j.tick_range()
-            q = j.calibration.ticks_to_rad(raw)
-            if j.min_rad - _HOLD_MARGIN_RAD <= q < j.min_rad or j.max_rad < q <= j.max_rad + _HOLD_MARGIN_RAD:
-                # Pressed a hair past a limit (a load against the end stop, limit overshoot): hold
-                # at the limit itself, which the servo accepts; the joint moves back that hair.
-                present = le_bytes(min(max(raw, lo), hi), 4)
-            elif not lo <= raw <= hi:
+            q = j.calibration.ticks_to_rad(raw + turn)
+            near = j.min_rad - _HOLD_MARGIN_RAD <= q <= j.max_rad + _HOLD_MARGIN_RAD
+            if j.operating_mode == 3 and not near:
                 # The servo would refuse this goal (Data Limit); say which joint and what to do.
                 raise ConfigMismatchError(
                     f"joint {j.name} (id {sid}) is at {q:.3f} rad, outside its limits "
                     f"[{j.min_rad}, {j.max_rad}] rad: move it inside by hand before enabling torque"
                 )
+            # Pressed past a limit (a load against the end stop, a limp finger sagging after a stop):
+            # hold at the limit itself; the joint moves back to it, which is where the safety
+            # monitor's first goal would send it anyway. Modes 4/5 do not check limits themselves.
+            present = le_bytes(min(max(raw + turn, lo), hi) - turn, 4)
         self.write_raw(sid, _GOAL_POSITION, list(present))
 
     def enable_torque(self, ids: Iterable[int] | None = None) -> None:
