@@ -676,7 +676,7 @@ class ServoBus:
         j = self._byid.get(sid)
         if j is not None:
             raw = to_signed(int.from_bytes(present, "little"), 4)
-            turn = int(self._turn[self._index[sid]]) if j.operating_mode in (4, 5) else 0
+            turn = int(self._turn[self._index[sid]])  # continuous ticks, as read_state uses (0 outside modes 4/5)
             lo, hi = j.tick_range()
             q = j.calibration.ticks_to_rad(raw + turn)
             near = j.min_rad - _HOLD_MARGIN_RAD <= q <= j.max_rad + _HOLD_MARGIN_RAD
