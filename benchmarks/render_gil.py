@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--fps", type=float, default=30.0, help="frames per second (0 = as fast as it can)")
     args = ap.parse_args()
+    if args.fps < 0:
+        ap.error(f"--fps must be >= 0 (0 = as fast as it can), got {args.fps}")
     w, h = (int(x) for x in args.size.split("x"))
     model = mujoco.MjModel.from_xml_path(str(ROOT / "sim" / "models" / "claw.xml"))
     for where, fn in (("thread", in_thread), ("process", in_process)):
