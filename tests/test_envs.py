@@ -155,6 +155,24 @@ def test_claw_reward_terms_and_success() -> None:
     env.close()
 
 
+def test_quadruped_reward_pays_for_staying_up_and_charges_a_fall() -> None:
+    env = gym.make(QUAD, backend="sim").unwrapped
+    env.reset(seed=0)
+    obs, r, term, trunc, info = env.step(np.zeros(12, np.float32))  # standing, the stand pose held
+    assert not term and 0.45 < info["reward/upright_reward"] <= 0.5 and info["reward/fall_cost"] == 0.0
+    assert r == pytest.approx(sum(v for k, v in info.items() if k.startswith("reward/")))
+    # Pushed over: the step that ends in the fall pays no upright reward and the fall's cost.
+    sim = env.robot.sim
+    for _ in range(60):
+        sim.data.xfrc_applied[sim.model.body("torso").id, 3] = 40.0  # N m about x: roll it over
+        obs, r, term, trunc, info = env.step(np.zeros(12, np.float32))
+        if term:
+            break
+    assert term and info["reward/fall_cost"] == -20.0 and info["reward/upright_reward"] == 0.0
+    assert info["torso"]["tilt_rad"] >= math.radians(30)
+    env.close()
+
+
 def test_claw_random_variant_draws_start_and_target() -> None:
     env = gym.make(CLAW, backend="sim", variant="random").unwrapped
     seen = set()
