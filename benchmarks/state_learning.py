@@ -128,7 +128,9 @@ def plot(res: dict, libs: list[str], title: str, png: str) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for lib, colour in zip(libs, ("C0", "C1", "C2")):
+    colours = {"robosac": "C0", "sb3_default": "C1", "sb3_tuned": "C2"}
+    for lib in libs:
+        colour = colours[lib]
         for i, run in enumerate(res[lib].values()):
             x, y = (np.array(v, float) for v in zip(*run["curve"]))
             k = min(20, len(y))  # moving average over 20 training episodes
@@ -149,6 +151,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json)")
     ap.add_argument("--skip-sb3", action="store_true", help="robosac only")
+    ap.add_argument("--sb3-only", action="store_true", help="SB3's two variants only (e.g. after a robosac-only run)")
     ap.add_argument("--sb3-threads", type=int, default=1,
                     help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
     ap.add_argument("--keep-runs", default=None, metavar="DIR",
@@ -160,7 +163,7 @@ def main() -> int:
         task["steps"] = args.steps
     out_path = args.out or f"benchmarks/results/{args.task}_state.json"
     variants = {"sb3_default": {}, "sb3_tuned": task["sb3_tuned"]}
-    libs = ["robosac"] + ([] if args.skip_sb3 else list(variants))
+    libs = ([] if args.sb3_only else ["robosac"]) + ([] if args.skip_sb3 else list(variants))
     res: dict = {"task": args.task, "env": f"{task['env_id']} (sim, state, domain randomisation on)", "steps": task["steps"],
                  "eval_episodes": task["eval_episodes"], "robosac_args": task["robosac_args"], "sb3_variants": variants,
                  "sb3_threads": args.sb3_threads,
@@ -178,12 +181,12 @@ def main() -> int:
         for key in ("success_rate", "eval_return_mean", "run_wall_s", "terminated_rate", "walk_speed_m_s"):
             if key in runs[0]:
                 res[f"{lib}_mean_{key}"] = sum(r[key] for r in runs) / len(runs)
-    for lib in libs[1:]:
-        res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
+    for lib in libs:
+        if lib != "robosac" and "robosac" in libs:
+            res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
     with open(out_path, "w") as f:
         json.dump(res, f, indent=1)
-    if len(libs) == 3:
-        plot(res, libs, task["title"], str(Path(out_path).with_suffix(".png")))
+    plot(res, libs, task["title"], str(Path(out_path).with_suffix(".png")))
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}))
     return 0
 

@@ -425,6 +425,7 @@ class MujocoSim:
         r = self._renderers.get(key)
         if r is None:
             r = self._renderers[key] = mujoco.Renderer(self.model, height, width)
+            _release_egl_at_thread_exit()
         r.update_scene(self.data, camera)
         return r.render()
 
@@ -441,6 +442,28 @@ class MujocoSim:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_thread_state = threading.local()
+
+
+class _EglRelease:
+    def __init__(self) -> None:
+        from OpenGL import EGL
+
+        self._release = EGL.eglReleaseThread
+
+    def __del__(self) -> None:
+        self._release()
+
+
+def _release_egl_at_thread_exit() -> None:
+    """A renderer's EGL context stays current on the thread that made it, and no other thread can
+    then close it (EGL_BAD_ACCESS, printed at exit from the renderer's __del__). CPython clears a
+    thread's locals on that thread as it ends, so this releases the context there."""
+    if (os.environ.get("MUJOCO_GL") == "egl" and threading.current_thread() is not threading.main_thread()
+            and not hasattr(_thread_state, "egl")):
+        _thread_state.egl = _EglRelease()
 
 
 def _has(accessor, name: str) -> bool:

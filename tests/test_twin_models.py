@@ -3,6 +3,10 @@ valve, the standing quadruped, randomisation and rendering. No real time, no ser
 
 from __future__ import annotations
 
+import gc
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -188,6 +192,23 @@ def test_observation_latency_delays_read() -> None:
     st = s.read()
     assert st.time_s == pytest.approx(s.time - 0.05, abs=2 * s.dt)
     assert st.positions_rad[1] < s.read_joint(1)[0]  # still rising: the delayed value is lower
+
+
+def test_a_renderer_made_on_an_ended_thread_closes_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector thread renders the periodic evaluation videos, the main thread closes the env
+    after it has ended: the renderer's EGL context must not still be current on the dead thread."""
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    sim = MujocoSim(QUAD)
+    t = threading.Thread(target=sim.render, args=("overhead", 32, 32))
+    t.start()
+    t.join()
+    sim.render("overhead", 32, 32)
+    renderers = list(sim._renderers.values())
+    sim.close()
+    del renderers, sim
+    gc.collect()
+    assert unraisable == [], [str(u.exc_value) for u in unraisable]
 
 
 def test_render_shapes_and_camera_jitter(quad: MujocoSim) -> None:
