@@ -83,6 +83,16 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     ev = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(ev["returns"]) == 2 and ev["updates"] > 0 and Path(ev["video"]).exists()
+    # ... from another of the twin's cameras; a camera the model lacks is named with those it has.
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "1", "--video", str(tmp_path / "side.mp4"),
+                        "--video-camera", "side"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cap = cv2.VideoCapture(str(tmp_path / "side.mp4"))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FRAME_COUNT)) == (320, 240, 80)
+    cap.release()
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video-camera", "roof"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'roof'" in r.stderr and "'side'" in r.stderr
     r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a finished robot run" in r.stderr
 

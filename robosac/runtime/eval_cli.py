@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a run directory written by `robosac train` on a robot env")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--video", default=None, help="MP4 path for the first episode (default: none)")
+    p.add_argument("--video-camera", default=None, metavar="NAME",
+                   help="sim backend: record the video from this MJCF camera at 320x240 (e.g. the quadruped's "
+                        "'chase', the claw's 'side') instead of the robot's own camera")
     p.add_argument("--backend", choices=("sim", "hardware"), default=None, help="default: the run's own")
     p.add_argument("--twin", action="store_true", help="hardware backend on a twin started for this evaluation")
     p.add_argument("--port", default=None)
@@ -56,8 +59,19 @@ def _run(args: argparse.Namespace) -> int:
             kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
         else:
             kwargs.update(port=args.port, camera_source=args.camera)
+    if args.video_camera is not None and backend != "sim":
+        print("robosac eval: --video-camera needs the sim backend (a real robot has only its own camera)", file=sys.stderr)
+        return 2
     try:
         env = gym.make(desc["env_id"], **kwargs)
+        if args.video_camera is not None:
+            sim = env.unwrapped.robot.sim
+            cameras = [sim.model.camera(i).name for i in range(sim.model.ncam)]
+            if args.video_camera not in cameras:
+                env.close()
+                print(f"robosac eval: --video-camera {args.video_camera!r}: the model's cameras are {cameras}", file=sys.stderr)
+                return 2
+            env = _ViewFrom(env, args.video_camera)
         agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))  # the run's settings
         agent.load_state_dict(ck["agent"])
         res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video)
@@ -69,3 +83,17 @@ def _run(args: argparse.Namespace) -> int:
         res["twin_servo_limit_violations"] = twin_stats.get("servo_limit_violations")
     print(json.dumps({"run": str(run), "backend": backend, "updates": ck["counters"]["updates"], **res}), flush=True)
     return 0
+
+
+class _ViewFrom:
+    """The env, its render() drawn from another MJCF camera of the sim backend (the policy still
+    sees the robot's own camera)."""
+
+    def __init__(self, env, camera: str) -> None:
+        self._env, self._camera = env, camera
+
+    def __getattr__(self, name: str):
+        return getattr(self._env, name)
+
+    def render(self):
+        return self._env.unwrapped.robot.sim.render(self._camera, 320, 240)
