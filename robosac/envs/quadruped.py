@@ -16,6 +16,8 @@ Reward (summed; each in info["reward/<term>"]):
     fall_cost       -20 on the step that ends in a fall
 Without the last two a fall ended the posture and energy costs early and cost nothing: in the first
 runs 22 of 30 evaluation episodes fell (BENCHMARKS.md). ROBEL's D'Kitty walk has the same pair.
+On hardware the camera's tilt reads 0..16 deg off at small tilts, so the upright reward is noisy
+there (up to about 0.15 per step); an IMU would fix both it and the termination check.
 Terminated when the tilt passes 30 deg (roll or pitch past 30 deg tilts the torso at least that
 much) or the marker drops 0.10 m below its standing height. Truncated at control.episode_s, or when
 tracking is lost for more than 0.5 s (info["tracking_lost"]). success: forward progress of at least
