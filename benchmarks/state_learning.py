@@ -128,7 +128,7 @@ def plot(res: dict, libs: list[str], title: str, png: str) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    colours = {"robosac": "C0", "sb3_default": "C1", "sb3_tuned": "C2"}
+    colours = {"robosac": "C0", "sb3_default": "C1", "sb3_tuned": "C2"}  # the same colour whichever ran
     for lib in libs:
         colour = colours[lib]
         for i, run in enumerate(res[lib].values()):
@@ -150,8 +150,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="env steps (default: the task's budget)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json)")
-    ap.add_argument("--skip-sb3", action="store_true", help="robosac only")
-    ap.add_argument("--sb3-only", action="store_true", help="SB3's two variants only (e.g. after a robosac-only run)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--skip-sb3", action="store_true", help="robosac only")
+    which.add_argument("--sb3-only", action="store_true", help="SB3's two variants only (e.g. after a robosac-only run)")
     ap.add_argument("--sb3-threads", type=int, default=1,
                     help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
     ap.add_argument("--keep-runs", default=None, metavar="DIR",
@@ -181,9 +182,8 @@ def main() -> int:
         for key in ("success_rate", "eval_return_mean", "run_wall_s", "terminated_rate", "walk_speed_m_s"):
             if key in runs[0]:
                 res[f"{lib}_mean_{key}"] = sum(r[key] for r in runs) / len(runs)
-    for lib in libs:
-        if lib != "robosac" and "robosac" in libs:
-            res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
+    for lib in libs[1:] if libs[0] == "robosac" else []:
+        res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
     with open(out_path, "w") as f:
         json.dump(res, f, indent=1)
     plot(res, libs, task["title"], str(Path(out_path).with_suffix(".png")))

@@ -90,9 +90,12 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     cap = cv2.VideoCapture(str(tmp_path / "side.mp4"))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FRAME_COUNT)) == (320, 240, 80)
     cap.release()
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video-camera", "roof"], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video", str(tmp_path / "roof.mp4"), "--video-camera", "roof"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'roof'" in r.stderr and "'side'" in r.stderr and not (tmp_path / "roof.mp4").exists()
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video-camera", "side"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "'roof'" in r.stderr and "'side'" in r.stderr
+    assert r.returncode == 2 and "--video PATH" in r.stderr
     r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a finished robot run" in r.stderr
 

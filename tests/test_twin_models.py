@@ -204,9 +204,8 @@ def test_a_renderer_made_on_an_ended_thread_closes_cleanly(monkeypatch: pytest.M
     t.start()
     t.join()
     sim.render("overhead", 32, 32)
-    renderers = list(sim._renderers.values())
     sim.close()
-    del renderers, sim
+    del sim
     gc.collect()
     assert unraisable == [], [str(u.exc_value) for u in unraisable]
 

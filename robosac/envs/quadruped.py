@@ -45,6 +45,7 @@ TRACKER_HEIGHT_UNCERTAINTY_M = 0.04
 TRACKER_SMALL_TILT_UNCERTAINTY_RAD = math.radians(10.0)
 UPRIGHT_REWARD = 0.5
 FALL_COST = -20.0
+_COS_TILT_TERMINATION = math.cos(TILT_TERMINATION_RAD)
 
 
 class QuadrupedWalkEnv(RobotEnv):
@@ -105,12 +106,11 @@ class QuadrupedWalkEnv(RobotEnv):
         p = self._pose
         tilt = p.tilt if p is not None and p.tilt is not None else 0.0
         fell = tilt >= TILT_TERMINATION_RAD or (p is not None and p.height_m is not None and p.height_m < self.stand_height_m - DROP_TERMINATION_M)
-        cos_limit = math.cos(TILT_TERMINATION_RAD)
         terms = {
             "forward_reward": 2.0 * float(self._vel[0]) * math.cos(tilt),
             "posture_cost": -0.05 * float(np.sum((st.position - self.nominal_rad) ** 2)),
             "energy_cost": -0.002 * float(np.nansum(np.abs(st.current * st.velocity))),
-            "upright_reward": UPRIGHT_REWARD * max(0.0, (math.cos(tilt) - cos_limit) / (1.0 - cos_limit)),
+            "upright_reward": UPRIGHT_REWARD * max(0.0, (math.cos(tilt) - _COS_TILT_TERMINATION) / (1.0 - _COS_TILT_TERMINATION)),
             "fall_cost": FALL_COST if fell else 0.0,
         }
         progress = 0.0

@@ -44,6 +44,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"robosac eval: {run} is not a finished robot run: {e}", file=sys.stderr)
         return 2
     backend = args.backend or desc["backend"]
+    if args.video_camera is not None and (backend != "sim" or args.video is None):
+        print("robosac eval: --video-camera needs the sim backend (a real robot has only its own camera) and --video PATH",
+              file=sys.stderr)
+        return 2
     kwargs = {"backend": backend, "pixels": desc.get("pixels", False), "render_mode": "rgb_array"}
     target = desc["target"]
     if target.endswith((".yaml", ".yml")):
@@ -59,9 +63,7 @@ def _run(args: argparse.Namespace) -> int:
             kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
         else:
             kwargs.update(port=args.port, camera_source=args.camera)
-    if args.video_camera is not None and backend != "sim":
-        print("robosac eval: --video-camera needs the sim backend (a real robot has only its own camera)", file=sys.stderr)
-        return 2
+    render = None  # the env's own: the robot's camera
     try:
         env = gym.make(desc["env_id"], **kwargs)
         if args.video_camera is not None:
@@ -71,10 +73,11 @@ def _run(args: argparse.Namespace) -> int:
                 env.close()
                 print(f"robosac eval: --video-camera {args.video_camera!r}: the model's cameras are {cameras}", file=sys.stderr)
                 return 2
-            env = _ViewFrom(env, args.video_camera)
+            render = lambda: sim.render(args.video_camera, 320, 240)  # noqa: E731
         agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))  # the run's settings
         agent.load_state_dict(ck["agent"])
-        res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video)
+        res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video,
+                       render=render)
         env.close()
     finally:
         twin_stats = twin.stop() if twin is not None else None
@@ -84,16 +87,3 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({"run": str(run), "backend": backend, "updates": ck["counters"]["updates"], **res}), flush=True)
     return 0
 
-
-class _ViewFrom:
-    """The env, its render() drawn from another MJCF camera of the sim backend (the policy still
-    sees the robot's own camera)."""
-
-    def __init__(self, env, camera: str) -> None:
-        self._env, self._camera = env, camera
-
-    def __getattr__(self, name: str):
-        return getattr(self._env, name)
-
-    def render(self):
-        return self._env.unwrapped.robot.sim.render(self._camera, 320, 240)

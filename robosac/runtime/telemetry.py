@@ -6,7 +6,7 @@ videos (MP4) and a learning-curve PNG.
   one-line terminal status.
 - `save_video(frames, path, fps)`: RGB frames (H, W, 3) uint8 -> MP4 (cv2.VideoWriter, mp4v), written
   to a temporary name and renamed, so a crash never leaves a half file under the final name.
-- `evaluate(env, act, episodes, video_path=None)`: deterministic episodes; with a path, the frames of
+- `evaluate(env, act, episodes, video_path=None, render=None)`: deterministic episodes; with a path, the frames of
   the first episode (env.render(), render_mode="rgb_array") become a video.
 - `plot_learning_curve(metrics_jsonl, png_path)`: evaluation return (and training return) against env
   steps from the run's metrics.jsonl (matplotlib, Agg backend).
@@ -89,19 +89,21 @@ def evaluate(
     *,
     seed: int = 10_000,
     video_path: str | Path | None = None,
+    render: Callable[[], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` episodes with `act` (deterministic policy); returns returns, success rate and
     scores (the last step's info["success"] and info["score"], as ROBEL scores them: the claw's
     -|error| rad, the quadruped's forward progress m), the fraction of episodes that ended
-    terminated (the quadruped fell) and the video path. Frames come from env.render() (the env
-    must have render_mode="rgb_array")."""
+    terminated (the quadruped fell) and the video path. Frames come from `render` (default
+    env.render(): the env must have render_mode="rgb_array")."""
+    render = render or env.render
     returns, successes, scores, terminated, frames = [], [], [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         done, total, success, score, term = False, 0.0, False, float("nan"), False
         while not done:
             if video_path is not None and i == 0:
-                frames.append(env.render())
+                frames.append(render())
             obs, r, term, trunc, info = env.step(act(obs))
             total += float(r)
             success = bool(info.get("success", False))
