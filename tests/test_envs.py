@@ -185,6 +185,44 @@ def test_claw_random_variant_draws_start_and_target() -> None:
     env.close()
 
 
+def test_claw_without_the_valve_in_its_state_sees_only_fingers_and_target() -> None:
+    import dataclasses
+
+    env = gym.make(CLAW, backend="sim", variant="random", valve_in_state=False, pixels=True).unwrapped
+    obs, info = env.reset(seed=1)
+    assert obs["state"].shape == (29,) == env.observation_space["state"].shape and obs["pixels"].shape == (64, 64, 3)
+    assert np.allclose(obs["state"][-2:], [math.cos(info["target_rad"]), math.sin(info["target_rad"])], atol=1e-6)
+    st = env.robot.read()
+    v = env.robot.names.index("valve")
+    pos, vel = st.position.copy(), st.velocity.copy()
+    pos[v] += 1.0
+    vel[v] += 2.0
+    turned = dataclasses.replace(st, position=pos, velocity=vel)
+    assert np.array_equal(env._features(st), env._features(turned))  # nothing of the valve's encoder
+    assert env._reward(st, np.zeros(9))[0]["target_dist_cost"] != env._reward(turned, np.zeros(9))[0]["target_dist_cost"]
+    env.close()
+    with pytest.raises(ValueError, match="valve_in_state: invalid value 'no'; allowed: true, false"):
+        gym.make(CLAW, backend="sim", valve_in_state="no")
+
+
+def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
+    from robosac.envs import env_kwargs_from
+
+    kw = env_kwargs_from(CLAW, ["variant=random", "valve_in_state=false", "frame_stack=3", "image_size=[48, 48]"])
+    assert kw == {"variant": "random", "valve_in_state": False, "frame_stack": 3, "image_size": [48, 48]}
+    env = gym.make(CLAW, backend="sim", pixels=True, **kw).unwrapped
+    assert env.observation_space["pixels"].shape == (48, 48, 9) and env.variant == "random"
+    env.close()
+    with pytest.raises(ValueError, match="'valve' is not one .* allowed: variant, valve_in_state, image_size"):
+        env_kwargs_from(CLAW, ["valve=1"])
+    with pytest.raises(ValueError, match="'port' is not one"):  # the command's own flag sets it
+        env_kwargs_from(CLAW, ["port=/dev/ttyUSB1"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        env_kwargs_from(CLAW, ["variant"])
+    with pytest.raises(ValueError, match="'variant' is not one"):  # the quadruped has no variants
+        env_kwargs_from("robosac/QuadrupedWalk-v0", ["variant=random"])
+
+
 def test_episode_truncates_at_the_time_limit() -> None:
     env = gym.make(CLAW, backend="sim").unwrapped
     env.reset(seed=0)

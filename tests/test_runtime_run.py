@@ -107,6 +107,29 @@ def test_nothing_to_resume_and_unknown_targets(tmp_path: Path) -> None:
     assert r.returncode == 2 and "nothing to resume" in r.stderr
     r = _train("robosac/Nope-v0", "--steps", "10", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "robosac/ClawValveTurn-v0" in r.stderr
+    r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "valve=1")
+    assert r.returncode == 2 and "--env: env setting 'valve' is not one" in r.stderr and "valve_in_state" in r.stderr
+    r = _train("Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "variant=random")
+    assert r.returncode == 2 and "--env applies to robot envs" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
+               "--env", "frame_stack=2", "--steps", "300", "--learning-starts", "256", "--batch-size", "32", "--eval-episodes", "1",
+               "--eval-every-episodes", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    desc = json.loads((out / "run.json").read_text())
+    assert desc["pixels"] and desc["env_kwargs"] == {"variant": "random", "valve_in_state": False, "frame_stack": 2}
+    rows = _chunks(out)
+    assert rows["obs.state"].shape == (300, 29) and rows["obs.pixels"].shape == (300, 6, 64, 64)  # stored channels-first
+    # eval rebuilds the env with the run's settings: a 31-long state or 3-channel frames would not fit the networks.
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "1"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(json.loads(r.stdout.strip().splitlines()[-1])["returns"]) == 1
 
 
 def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, out: str, robot: Any, env_id: str) -> int:
         robots = robots or [RobotSpec(robot.name, args.port, args.camera)]
         cfg = DistRunConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, batch_size=args.batch_size,
                             max_updates_per_step=float(args.updates_per_step), flush_every=args.replay_flush_every, pixels=args.pixels,
+                            env_kwargs=args.env_kwargs,
                             learner_threads=args.threads or 1, outbox_capacity=args.outbox_capacity, sac=args.sac_config,
                             weights_interval_s=args.weights_every_s)
         cfg.validate()

@@ -26,7 +26,7 @@ import re
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,7 @@ class DistRunConfig:
     hang_timeout_s: float = 60.0  # training thread silent this long: kill, Ray restarts it
     start_timeout_s: float = 300.0  # for the first robot to come up
     pixels: bool = False
+    env_kwargs: dict = field(default_factory=dict)  # more constructor keywords for the env (robosac.envs.env_kwargs_from)
     sac: Any = None  # SACConfig (None: defaults)
 
     def validate(self) -> None:
@@ -171,7 +172,7 @@ class DistributedRun:
         if self.ray.cluster_resources().get(res, 0) < 1:
             self.log("robot_waiting", robot=spec.name, message=f"no node advertises {res} yet; "
                      f"start its computer with: ray start --address HEAD:PORT --resources '{{\"{res}\": 1}}'")
-        kwargs = {"backend": "hardware", "config": self.robot_config, "pixels": self.cfg.pixels,
+        kwargs = {**self.cfg.env_kwargs, "backend": "hardware", "config": self.robot_config, "pixels": self.cfg.pixels,
                   "port": spec.port, "camera_source": spec.camera, "bus_settings": self.bus_settings}
         twin_config = str(Path(self.robot_config.source).resolve()) if self.twin else None
         handle = self.ray.remote(CollectorActor).options(
@@ -243,7 +244,7 @@ class DistributedRun:
             self._learner_id = ray.get(self.learner.ready.remote(), timeout=self.cfg.start_timeout_s)
         except Exception as e:  # noqa: BLE001
             raise DistributedError(f"the learner could not start: {e}") from e
-        desc = {**self.describe, "env_id": self.env_id, "backend": "hardware", "pixels": self.cfg.pixels,
+        desc = {**self.describe, "env_id": self.env_id, "backend": "hardware", "pixels": self.cfg.pixels, "env_kwargs": self.cfg.env_kwargs,
                 "robots": [asdict(r) for r in self.initial], "distributed": True}
         if self.resume:
             self.log("resume", run_id=self.run_id)

@@ -3,6 +3,9 @@
 State (31,): finger joint positions (9, rad), finger velocities (9, rad/s), cos and sin of the
 valve angle, valve velocity (rad/s), the last action (9), the signed angle error to the target
 (rad, wrapped to [-pi, pi)). Pixels: the valve camera.
+With valve_in_state=False (for learning from pixels, as the learning-results issue asks) the state
+is (29,): the fingers' positions and velocities, the last action, and cos and sin of the target
+angle; nothing the valve's own encoder reads. The reward still uses the valve's angle.
 
 Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
     target_dist_cost  -5 * |error|
@@ -41,10 +44,13 @@ JOINT_VEL_THRESHOLD_RAD_S = 0.5
 class ClawValveTurnEnv(RobotEnv):
     default_config = "claw.yaml"
 
-    def __init__(self, backend: str = "sim", *, variant: str = "fixed", **kwargs: Any) -> None:
+    def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True, **kwargs: Any) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant: invalid value {variant!r}; allowed: {', '.join(VARIANTS)}")
+        if not isinstance(valve_in_state, bool):
+            raise ValueError(f"valve_in_state: invalid value {valve_in_state!r}; allowed: true, false")
         self.variant = variant
+        self.valve_in_state = valve_in_state
         super().__init__(backend, **kwargs)
         self._fing = np.array([i for i, n in enumerate(self.robot.names) if n != "valve"])
         self._valve = self.robot.names.index("valve")
@@ -53,6 +59,8 @@ class ClawValveTurnEnv(RobotEnv):
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1
+        if not self.valve_in_state:
+            return 2 * n_f + len(self.act_idx) + 2
         return 2 * n_f + 3 + len(self.act_idx) + 1
 
     def _error(self, st: RobotState) -> float:
@@ -60,6 +68,9 @@ class ClawValveTurnEnv(RobotEnv):
 
     def _features(self, st: RobotState) -> np.ndarray:
         v = st.position[self._valve]
+        if not self.valve_in_state:
+            return np.concatenate([st.position[self._fing], st.velocity[self._fing], self.last_action,
+                                   [math.cos(self.target_rad), math.sin(self.target_rad)]])
         return np.concatenate([
             st.position[self._fing], st.velocity[self._fing],
             [math.cos(v), math.sin(v), st.velocity[self._valve]],

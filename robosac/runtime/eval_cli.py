@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         print("robosac eval: --video-camera needs the sim backend (a real robot has only its own camera) and --video PATH",
               file=sys.stderr)
         return 2
-    kwargs = {"backend": backend, "pixels": desc.get("pixels", False), "render_mode": "rgb_array"}
+    kwargs = {**desc.get("env_kwargs", {}), "backend": backend, "pixels": desc.get("pixels", False), "render_mode": "rgb_array"}
     target = desc["target"]
     if target.endswith((".yaml", ".yml")):
         from robosac.config import load_config

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", default=None, help="hardware backend: serial port (default: the config's)")
     p.add_argument("--camera", default=None, help="hardware backend: camera source (default: the config's)")
     p.add_argument("--pixels", action="store_true", help="robot envs: add camera images to the observation")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", dest="env_settings",
+                   help="robot envs: a constructor keyword, repeatable, e.g. --env variant=random --env valve_in_state=false "
+                        "--env frame_stack=3 --env image_size=[48,48]")
     p.add_argument("--eval-every-episodes", type=int, default=10,
                    help="robot envs: play every Nth episode deterministically and record it to videos/ (0 = never; default 10)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
@@ -103,6 +106,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if robot is not None or args.target.startswith("robosac/"):
         return _run_robot(args, out, robot)
+    if args.env_settings:
+        print("robosac train: --env applies to robot envs (robosac/... ids or a hardware config)", file=sys.stderr)
+        return 2
     if args.target not in gym.registry:
         print(f"robosac train: unknown target {args.target!r}: not a registered Gymnasium env id or a hardware config", file=sys.stderr)
         return 2
@@ -143,6 +149,13 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
         if env_id not in gym.registry:
             print(f"robosac train: unknown env id {env_id!r}; robosac ids: {', '.join(ROBOT_ENVS.values())}", file=sys.stderr)
             return 2
+    from robosac.envs import env_kwargs_from
+
+    try:
+        args.env_kwargs = env_kwargs_from(env_id, args.env_settings)
+    except ValueError as exc:
+        print(f"robosac train: --env: {exc}", file=sys.stderr)
+        return 2
     if args.twin and backend != "hardware":
         print("robosac train: --twin runs the hardware backend on the twin; drop --backend sim", file=sys.stderr)
         return 2
@@ -154,7 +167,7 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
 
         return distributed_cli.run(args, out, robot, env_id)
     twin = None
-    kwargs: dict[str, Any] = {"backend": backend, "pixels": args.pixels, "render_mode": "rgb_array"}
+    kwargs: dict[str, Any] = {**args.env_kwargs, "backend": backend, "pixels": args.pixels, "render_mode": "rgb_array"}
     if robot is not None:
         kwargs["config"] = robot
     if backend == "hardware":
@@ -172,7 +185,8 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
                     # One thread unless asked: a second OpenMP thread on a busy 2-core machine spins
                     # against the collector (measured: 3.6 instead of ~30 updates/s under load).
                     learner_threads=args.threads or 1)
-    describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels}
+    describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels,
+                "env_kwargs": args.env_kwargs}
     try:
         summary = train_async(lambda: gym.make(env_id, **kwargs), cfg, out, resume=args.resume is not None,
                               describe=describe, progress=not args.no_progress)
