@@ -18,10 +18,12 @@ too). Three learners per seed, each its own subprocess, one after the other:
 - SB3 defaults: `SAC("MultiInputPolicy", env)` (lr 3e-4, batch 256, learning_starts 100);
 - SB3 tuned: the same with robosac's tuned learning rate and learning_starts 1 000.
 
-    .venv/bin/python benchmarks/state_learning.py --task claw --seeds 0 1 2
-    .venv/bin/python benchmarks/state_learning.py --task quadruped --seeds 0 1 2
+    .venv/bin/python benchmarks/learning.py --task claw --seeds 0 1 2
+    .venv/bin/python benchmarks/learning.py --task quadruped --seeds 0 1 2
+    .venv/bin/python benchmarks/learning.py --task claw_pixels --seeds 0 --skip-sb3 --keep-runs DIR
 
-Writes benchmarks/results/<task>_state.json and .png (training-episode returns, all runs).
+Writes benchmarks/results/<task>_state.json (claw_pixels: claw_pixels.json) and .png
+(training-episode returns, all runs).
 Needs stable-baselines3 (`pip install -e .[test]`).
 """
 
@@ -165,7 +167,7 @@ def main() -> int:
     ap.add_argument("--task", choices=sorted(TASKS), required=True)
     ap.add_argument("--steps", type=int, default=None, help="env steps (default: the task's budget)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json)")
+    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<task>_state.json, claw_pixels.json for claw_pixels)")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--skip-sb3", action="store_true", help="robosac only")
     which.add_argument("--sb3-only", action="store_true", help="SB3's two variants only (e.g. after a robosac-only run)")

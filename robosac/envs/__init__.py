@@ -41,10 +41,9 @@ def env_kwargs_from(env_id: str, settings: list[str]) -> dict:
 
     from robosac.envs.base import RobotEnv
 
-    cls = gym.registry[env_id].entry_point
-    if isinstance(cls, str):
-        mod, _, name = cls.partition(":")
-        cls = getattr(__import__(mod, fromlist=[name]), name)
+    from gymnasium.envs.registration import load_env_creator
+
+    cls = load_env_creator(gym.registry[env_id].entry_point)
     params = [*inspect.signature(cls.__init__).parameters, *inspect.signature(RobotEnv.__init__).parameters]
     allowed = [p for p in dict.fromkeys(params) if p not in ("self", "kwargs", *_SET_BY_COMMAND)]
     out: dict = {}
