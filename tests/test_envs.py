@@ -219,6 +219,9 @@ def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
         env_kwargs_from(CLAW, ["port=/dev/ttyUSB1"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         env_kwargs_from(CLAW, ["variant"])
+    for bad in ("abc", "[48]", "[8, 8]"):  # a value the env itself refuses, naming the field
+        with pytest.raises(ValueError, match=r"image_size: invalid value .*allowed: \(width, height\), integers >= 16 px"):
+            gym.make(CLAW, backend="sim", **env_kwargs_from(CLAW, [f"image_size={bad}"]))
     with pytest.raises(ValueError, match="'variant' is not one"):  # the quadruped has no variants
         env_kwargs_from("robosac/QuadrupedWalk-v0", ["variant=random"])
 

@@ -84,6 +84,10 @@ class RobotEnv(gym.Env):
             raise ValueError(f"render_mode: invalid value {render_mode!r}; allowed: None, 'rgb_array'")
         if int(frame_stack) < 1:
             raise ValueError(f"frame_stack: invalid value {frame_stack!r}; allowed: an integer >= 1")
+        # The smallest image the conv encoder (3x3, strides 2-2-1) still reduces to at least 1x1.
+        if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+                and all(isinstance(v, (int, np.integer)) and v >= 16 for v in image_size)):
+            raise ValueError(f"image_size: invalid value {image_size!r}; allowed: (width, height), integers >= 16 px")
         self.randomization = _resolve_randomization(randomization, backend)
         cfg = config if isinstance(config, RobotConfig) else load_config(config or HARDWARE_CONFIGS / self.default_config)
         if pixels and cfg.camera is None:
