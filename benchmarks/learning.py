@@ -171,6 +171,8 @@ def main() -> int:
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--skip-sb3", action="store_true", help="robosac only")
     which.add_argument("--sb3-only", action="store_true", help="SB3's two variants only (e.g. after a robosac-only run)")
+    ap.add_argument("--sb3-variants", nargs="+", choices=("sb3_default", "sb3_tuned"), default=["sb3_default", "sb3_tuned"],
+                    help="which SB3 variants to run (default both)")
     ap.add_argument("--sb3-threads", type=int, default=1,
                     help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
     ap.add_argument("--keep-runs", default=None, metavar="DIR",
@@ -181,7 +183,7 @@ def main() -> int:
     if args.steps is not None:
         task["steps"] = args.steps
     out_path = args.out or f"benchmarks/results/{args.task}{'' if task.get('pixels') else '_state'}.json"
-    variants = {"sb3_default": {}, "sb3_tuned": task["sb3_tuned"]}
+    variants = {k: v for k, v in {"sb3_default": {}, "sb3_tuned": task["sb3_tuned"]}.items() if k in args.sb3_variants}
     libs = ([] if args.sb3_only else ["robosac"]) + ([] if args.skip_sb3 else list(variants))
     res: dict = {"task": args.task, "env": f"{task['env_id']} (sim, {'pixels' if task.get('pixels') else 'state'}, domain randomisation on)",
                  "env_kwargs": task.get("env_kwargs", {}), "steps": task["steps"],
