@@ -41,6 +41,7 @@ Schema (units in the key names; angles in rad at the *joint*, i.e. after calibra
       episode_s: 8.0                # time limit of an episode, s
       action_joints: [f0_top, ...]  # servos the policy moves (default: all)
       action_center_rad: {f0_top: 0.0, ...}  # joint -> rad that action 0 commands (default: reset.pose_rad)
+      action_range_rad: {fr_hip: [-0.25, 0.14], ...}  # joint -> [rad at action -1, rad at +1] (default: its limits)
     safety:                         # optional: safety monitor thresholds (robosac.robots.safety)
       max_speed_rad_s: 6.0          # cap on every joint's commanded speed (default: each servo's limit)
       current_warn_fraction: 0.8    # of limits.current_a
@@ -224,12 +225,14 @@ class SimConfig:
 @dataclass(frozen=True)
 class ControlConfig:
     """Env stepping: rate_hz (Hz), episode_s (s), action_joints (servo names the policy moves; None = all),
-    action_center_rad (joint -> rad that action 0 commands; a joint not named: its reset pose)."""
+    action_center_rad (joint -> rad that action 0 commands; a joint not named: its reset pose),
+    action_range_rad (joint -> (lo, hi) rad that actions -1 and +1 command; a joint not named: its limits)."""
 
     rate_hz: float = 10.0
     episode_s: float = 10.0
     action_joints: tuple[str, ...] | None = None
     action_center_rad: Mapping[str, float] | None = None
+    action_range_rad: Mapping[str, tuple[float, float]] | None = None
 
     @property
     def dt_s(self) -> float:
@@ -524,15 +527,32 @@ def _names(value: Any, path: str) -> tuple[str, ...]:
 
 def _parse_control(value: Any, path: str = "control") -> ControlConfig:
     m = _mapping(value, path)
-    _check_keys(m, path, (), ("rate_hz", "episode_s", "action_joints", "action_center_rad"))
+    _check_keys(m, path, (), ("rate_hz", "episode_s", "action_joints", "action_center_rad", "action_range_rad"))
     aj = m.get("action_joints")
     center = m.get("action_center_rad")
+    ranges = m.get("action_range_rad")
     return ControlConfig(
         rate_hz=_float(m.get("rate_hz", 10.0), f"{path}.rate_hz", 0.5, 1000.0),
         episode_s=_float(m.get("episode_s", 10.0), f"{path}.episode_s", 0.0, 86400.0, lo_open=True),
         action_joints=None if aj is None else _names(aj, f"{path}.action_joints"),
         action_center_rad=None if center is None else _pose(center, f"{path}.action_center_rad"),
+        action_range_rad=None if ranges is None else _ranges(ranges, f"{path}.action_range_rad"),
     )
+
+
+def _ranges(value: Any, path: str) -> dict[str, tuple[float, float]]:
+    m = _mapping(value, path)
+    if not m:
+        raise _fail(path, value, "a non-empty mapping {servo name: [lo, hi] in rad}")
+    out = {}
+    for k, v in m.items():
+        if not isinstance(v, list) or len(v) != 2:
+            raise _fail(f"{path}.{k}", v, "[lo, hi] in rad, lo < hi")
+        lo, hi = (_float(x, f"{path}.{k}", -1e4, 1e4) for x in v)
+        if not lo < hi:
+            raise _fail(f"{path}.{k}", v, "[lo, hi] in rad, lo < hi")
+        out[str(k)] = (lo, hi)
+    return out
 
 
 def _parse_safety(value: Any, path: str = "safety") -> SafetyConfig:
@@ -645,6 +665,16 @@ def _check_joint_names(cfg: RobotConfig) -> None:
             lim = cfg.servo(n).limits
             if not lim.min_rad <= q <= lim.max_rad:
                 raise _fail(f"{key}.{n}", q, f"an angle within servos[{names.index(n)}].limits [{lim.min_rad}, {lim.max_rad}] rad")
+    center, pose = cfg.control.action_center_rad or {}, cfg.reset.pose_rad or {}
+    for n, (lo, hi) in (cfg.control.action_range_rad or {}).items():
+        if n not in names:
+            raise _fail(f"control.action_range_rad.{n}", n, f"servo names: {', '.join(names)}")
+        lim = cfg.servo(n).limits
+        c = center.get(n, min(max(pose.get(n, 0.0), lim.min_rad), lim.max_rad))
+        if not (lim.min_rad <= lo <= c <= hi <= lim.max_rad):
+            raise _fail(f"control.action_range_rad.{n}", [lo, hi],
+                        f"[lo, hi] within servos[{names.index(n)}].limits [{lim.min_rad}, {lim.max_rad}] rad, "
+                        f"around the angle action 0 commands ({c} rad)")
 
 
 # Top-level sections: key -> (required, parser).

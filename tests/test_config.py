@@ -95,6 +95,11 @@ BAD = [
     (["control", "action_center_rad"], {"f0_middle": 1.5}, "control.action_center_rad.f0_middle"),
     (["control", "action_center_rad"], {"thumb": 0.0}, "control.action_center_rad.thumb"),
     (["control", "action_center_rad"], {}, "control.action_center_rad"),
+    (["control", "action_range_rad"], {"f0_middle": [0.0, 2.0]}, "control.action_range_rad.f0_middle"),  # past max_rad
+    (["control", "action_range_rad"], {"f0_middle": [0.9, 1.0]}, "control.action_range_rad.f0_middle"),  # action 0 outside
+    (["control", "action_range_rad"], {"f0_middle": [0.5, 0.2]}, "control.action_range_rad.f0_middle"),
+    (["control", "action_range_rad"], {"f0_middle": 0.5}, "control.action_range_rad.f0_middle"),
+    (["control", "action_range_rad"], {"thumb": [0.0, 0.1]}, "control.action_range_rad.thumb"),
     (["safety", "temperature_stop_c"], 120, "safety.temperature_stop_c"),
     (["safety", "temperature_warn_c"], 80, "safety.temperature_warn_c"),
     (["safety", "current_warn_fraction"], 1.5, "safety.current_warn_fraction"),

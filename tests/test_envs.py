@@ -110,6 +110,35 @@ def test_action_maps_around_the_nominal_pose() -> None:
     env.close()
 
 
+def test_action_range_from_the_config() -> None:
+    """control.action_range_rad narrows what +-1 command for the joints it names; 0 stays the centre."""
+    from dataclasses import replace
+
+    from robosac.config import ConfigError, load_config
+
+    cfg = load_config(HARDWARE_CONFIGS / "quadruped.yaml")
+    cfg = replace(cfg, control=replace(cfg.control, action_range_rad={"fr_hip": (-0.25, 0.14), "fr_knee": (0.3, 1.1)}))
+    env = gym.make("robosac/QuadrupedWalk-v0", backend="sim", config=cfg).unwrapped
+    names = [env.robot.names[i] for i in env.act_idx]
+    hip, knee, foot = names.index("fr_hip"), names.index("fr_knee"), names.index("fr_foot")
+    up, down, zero = (env.action_to_goal(np.full(12, a))[env.act_idx] for a in (1.0, -1.0, 0.0))
+    assert (up[hip], down[hip], up[knee], down[knee]) == pytest.approx((0.14, -0.25, 1.1, 0.3))
+    assert (up[foot], down[foot]) == pytest.approx((env.robot.limits_max_rad[2], env.robot.limits_min_rad[2]))  # not named
+    np.testing.assert_allclose(zero, env.nominal_rad[env.act_idx])
+    half = np.zeros(12)
+    half[knee] = 0.5
+    assert env.action_to_goal(half)[env.act_idx][knee] == pytest.approx(0.6 + 0.5 * (1.1 - 0.6))
+    env.close()
+    # A range that leaves out the angle action 0 commands is refused when the config loads.
+    from robosac.config import parse_config
+    import yaml
+
+    data = yaml.safe_load((HARDWARE_CONFIGS / "quadruped.yaml").read_text())
+    data["control"]["action_range_rad"] = {"fr_knee": [0.7, 1.2]}
+    with pytest.raises(ConfigError, match=r"control.action_range_rad.fr_knee.*0.6 rad"):
+        parse_config(data)
+
+
 def test_action_centre_from_the_config() -> None:
     """control.action_center_rad moves what action 0 commands (joints it names); +-1 stay the limits."""
     from dataclasses import replace

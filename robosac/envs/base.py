@@ -7,8 +7,9 @@ and reset code. A task subclass supplies `_features`, `_reward` and `_reset_robo
 
 Observation: {"state": float32 (task features), "pixels": uint8 (H, W, 3*frame_stack), newest frame
 last, only with pixels=True}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
-a centre pose: 0 -> centre, -1 -> min_rad, +1 -> max_rad. The centre is the config's
-control.action_center_rad, or for joints it does not name, the reset pose ("nominal").
+a centre pose: 0 -> centre, -1 -> lo, +1 -> hi. The centre is the config's
+control.action_center_rad, or for joints it does not name, the reset pose ("nominal"); (lo, hi) is
+control.action_range_rad, or for joints it does not name, the servo's min_rad/max_rad.
 
 info (every step): reward terms ("reward/<term>"), "success", "score", "safety" (monitor counters
 and latch), "safety_events" (warn/stop events this step), "frame_age_s", "period_s", "overruns",
@@ -115,10 +116,12 @@ class RobotEnv(gym.Env):
         pose = cfg.reset.pose_rad or {}
         lo, hi = robot.limits_min_rad, robot.limits_max_rad
         self.nominal_rad = np.array([np.clip(pose.get(n, 0.0), lo[i], hi[i]) for i, n in enumerate(robot.names)])
-        self._lo = lo[self.act_idx]
-        self._hi = hi[self.act_idx]
         center = cfg.control.action_center_rad or {}
         self.action_center_rad = np.array([center.get(n, self.nominal_rad[i]) for i, n in enumerate(robot.names)])[self.act_idx]
+        ranges = cfg.control.action_range_rad or {}
+        names = [robot.names[i] for i in self.act_idx]
+        self._lo = np.array([ranges[n][0] if n in ranges else lo[i] for n, i in zip(names, self.act_idx)])
+        self._hi = np.array([ranges[n][1] if n in ranges else hi[i] for n, i in zip(names, self.act_idx)])
         n_act = len(self.act_idx)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         self.last_action = np.zeros(n_act, np.float32)
