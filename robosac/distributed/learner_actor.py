@@ -268,7 +268,7 @@ class LearnerActor:
                     time.sleep(s.idle_sleep_s)
                     continue
                 with self._lock:
-                    batch = self.replay.sample(s.batch_size, device=self.agent.device)
+                    batch = self.agent.sample(self.replay, s.batch_size)
                 self.update_stats = self.agent.update(batch)
                 if self.agent.updates % s.publish_every == 0:
                     self._publish()

@@ -139,7 +139,7 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
 
             def act(obs):
                 if len(local) >= batch:
-                    agent.update(local.sample(batch))
+                    agent.update(agent.sample(local, batch))
                     state["version"] += 1
                 return agent.act(obs), state["version"]
 

@@ -137,7 +137,7 @@ def _learner_main(
             if pause.is_set() or n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
                 time.sleep(cfg.idle_sleep_s)
                 continue
-            info = agent.update(replay.sample(cfg.batch_size, rng, device=agent.device))
+            info = agent.update(agent.sample(replay, cfg.batch_size, rng=rng))
             for k, name in enumerate(UPDATE_STATS):
                 floats[F_STATS + k] = info[name]
             ints[I_UPDATES] = agent.updates

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from robosac.sac.replay import _nest, canonical_obs
+from robosac.sac.replay import _nest, canonical_obs, n_step_gather
 from robosac.sac.spaces import ObsSpec
 
 _MAGIC_REPLAY = 0x5245504C  # "REPL"
@@ -203,28 +203,28 @@ class SharedReplay:
         return max(0, n - self.capacity + 1)
 
     def sample(
-        self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu", with_version: bool = False
+        self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu", with_version: bool = False,
+        n_step: int = 1, gamma: float = 0.99,
     ) -> dict[str, Any]:
         """Uniform batch in :meth:`Replay.sample`'s format (``terminated`` as float32 0/1).
 
         ``with_version=True`` adds ``"policy_version"`` (int64, (B,)): the weights that acted.
+        ``n_step`` > 1: n-step transitions over published rows, with "discount" (:func:`n_step_gather`).
         """
         n1 = self.written
         if n1 == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        lo = self._safe_lo(n1)
-        pos = rng.integers(lo, n1, size=batch_size)
-        keys = [k for k in self.arrays if with_version or k != "policy_version"]
-        out = {k: self.arrays[k][pos % self.capacity] for k in keys}
+        pos = rng.integers(self._safe_lo(n1), n1, size=batch_size)
+        arrays = {k: a for k, a in self.arrays.items() if with_version or k != "policy_version"}
         for _ in range(100):
-            bad = pos < self._safe_lo(self.written)  # the writer may have touched these rows
+            out = n_step_gather(arrays, pos, self.capacity, newest=n1 - 1, n_step=n_step, gamma=gamma)
+            # The writer may have touched the oldest rows while they were copied: draw those again.
+            # Later rows of an n-step sample are newer than its first, so checking the first suffices.
+            bad = pos < self._safe_lo(self.written)
             if not bad.any():
                 break
-            n = self.written
-            fresh = rng.integers(self._safe_lo(n), n, size=int(bad.sum()))
-            pos[bad] = fresh
-            for k in keys:
-                out[k][bad] = self.arrays[k][fresh % self.capacity]
+            n1 = self.written
+            pos[bad] = rng.integers(self._safe_lo(n1), n1, size=int(bad.sum()))
         else:  # pragma: no cover - would need the writer to lap the whole ring 100 times
             raise RuntimeError("replay writer overran the reader repeatedly; capacity too small")
         out["terminated"] = out["terminated"].astype(np.float32)

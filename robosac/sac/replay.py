@@ -5,6 +5,9 @@ arrays in shared memory without touching the sampling code. Observations are sto
 canonical layout the networks use: ``state`` float32 (N, S), ``pixels`` uint8 (N, C, H, W).
 Actions are stored in env units; ``terminated`` marks true terminal states (no bootstrap), while a
 time-limit truncation is stored as not terminated, so the target bootstraps through it.
+
+n-step returns are built at sampling time from consecutive rows (:func:`n_step_gather`), so the
+stored rows stay one env step each and any n can be chosen later.
 """
 
 from __future__ import annotations
@@ -83,13 +86,60 @@ class Replay:
         self.cursor = int((self.cursor + n - start) % self.capacity)
         self.size = min(self.size + n - start, self.capacity)
 
-    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
-        """Uniform batch: {"obs": {...}, "action" (B, A), "reward" (B,), "next_obs": {...}, "terminated" (B,)}."""
+    def sample(self, batch_size: int, device: torch.device | str = "cpu", n_step: int = 1, gamma: float = 0.99) -> dict[str, Any]:
+        """Uniform batch: {"obs": {...}, "action" (B, A), "reward" (B,), "next_obs": {...}, "terminated" (B,)}.
+
+        With ``n_step`` > 1 each sample is an n-step transition (:func:`n_step_gather`) and the
+        batch also holds "discount" (B,): gamma ** (env steps spanned), for the bootstrap term."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        idx = self.rng.integers(0, self.size, size=batch_size)
-        flat = {k: torch.from_numpy(v[idx]).to(device, non_blocking=True) for k, v in self.arrays.items()}
-        return _nest(flat)
+        pos = self.rng.integers(0, self.size, size=batch_size)  # 0 = the oldest row held
+        first = self.cursor - self.size  # logical position -> slot is (first + p) % capacity
+        out = n_step_gather(self.arrays, pos + first, self.capacity, newest=first + self.size - 1, n_step=n_step, gamma=gamma)
+        return _nest({k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in out.items()})
+
+
+def n_step_gather(
+    arrays: Mapping[str, np.ndarray], pos: np.ndarray, capacity: int, newest: int, n_step: int, gamma: float
+) -> dict[str, np.ndarray]:
+    """The rows at logical positions ``pos`` (B,) of a ring (slot = position % capacity), as
+    n-step transitions when ``n_step`` > 1.
+
+    A sample starting at row i runs on through rows i+1 .. i+n-1 while they continue its episode:
+    the row before was not terminal, the row is published (<= ``newest``), and its ``obs.state``
+    is exactly the previous row's ``next_obs.state`` (the collector hands each ``next_obs`` on as
+    the next ``obs``; a reset, or a row from another robot in a shared replay, breaks the chain).
+    Over the m rows taken: reward = sum_k gamma^k r_(i+k), next_obs and terminated are the last
+    row's, and "discount" = gamma^m. With ``n_step`` == 1 the rows come back unchanged, without
+    "discount". As with DrQ-v2 and SB3's n-step buffer, no off-policy correction is applied.
+    """
+    keys = list(arrays)
+    slot = pos % capacity
+    if n_step == 1:
+        return {k: arrays[k][slot] for k in keys}
+    if "obs.state" not in arrays:
+        raise ValueError("n_step > 1 needs a state observation to tell where episodes end")
+    reward = arrays["reward"][slot].astype(np.float32)
+    discount = np.full(len(pos), gamma, np.float32)
+    last = pos.copy()
+    going = ~arrays["terminated"][slot].astype(bool) & (pos < newest)
+    for _ in range(n_step - 1):
+        i = np.flatnonzero(going)
+        if i.size == 0:
+            break
+        prev, nxt = last[i] % capacity, (last[i] + 1) % capacity
+        same = np.all(arrays["obs.state"][nxt] == arrays["next_obs.state"][prev], axis=1)
+        i, nxt = i[same], nxt[same]
+        reward[i] += discount[i] * arrays["reward"][nxt]
+        discount[i] *= gamma
+        last[i] += 1
+        going[:] = False
+        going[i] = ~arrays["terminated"][nxt].astype(bool) & (last[i] < newest)
+    end = last % capacity
+    out = {k: arrays[k][end if k.startswith("next_obs.") or k == "terminated" else slot] for k in keys}
+    out["reward"] = reward
+    out["discount"] = discount
+    return out
 
 
 def _nest(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:

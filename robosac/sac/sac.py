@@ -44,6 +44,7 @@ class SACConfig:
     shift_pad: int = 4  # DrQ random shift, pixels (at 64x64; DrQ uses 4 at 84x84)
     critic_dropout: float = 0.0  # DroQ: dropout rate in the critics' hidden layers (DroQ uses 0.01)
     critic_layer_norm: bool = False  # DroQ: LayerNorm after each critic hidden layer
+    n_step: int = 1  # env steps per critic target (n-step return, as DrQ-v2's 3); built when sampling
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -134,6 +135,10 @@ class SAC:
         if seed is not None:
             torch.manual_seed(seed)
         act_dim = action_space.shape[0]
+        if cfg.n_step < 1:
+            raise ValueError(f"SAC setting n_step: invalid value {cfg.n_step}; allowed: an integer >= 1")
+        if cfg.n_step > 1 and not self.spec.state_dim:
+            raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
         self.action_center = torch.as_tensor((action_space.high + action_space.low) / 2, dtype=torch.float32, device=self.device)
         self.action_half_range = torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32, device=self.device)
@@ -182,8 +187,13 @@ class SAC:
 
     # ---- learning -----------------------------------------------------------------------------
 
+    def sample(self, replay: Any, batch_size: int, **kwargs: Any) -> dict[str, Any]:
+        """A batch from ``replay`` (a Replay or SharedReplay) as this agent's update expects it
+        (n-step transitions when ``n_step`` > 1); ``kwargs`` go to the replay's ``sample``."""
+        return replay.sample(batch_size, device=self.device, n_step=self.config.n_step, gamma=self.config.gamma, **kwargs)
+
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One SAC gradient step on a batch from :meth:`robosac.sac.replay.Replay.sample`.
+        """One SAC gradient step on a batch from :meth:`sample`.
 
         As in the authors' softlearning code, the three losses are computed at the same parameters
         and stepped together: one backward pass and one optimizer step instead of three, which is
@@ -197,13 +207,15 @@ class SAC:
             next_obs = {**next_obs, "pixels": random_shift(next_obs["pixels"], cfg.shift_pad)}
         action = (batch["action"] - self.action_center) / self.action_half_range  # back to [-1, 1]
         reward, not_done = batch["reward"], 1.0 - batch["terminated"]
+        discount = batch.get("discount", cfg.gamma)  # gamma^m for an m-step sample (n_step > 1)
         alpha = self.log_alpha.detach().exp()
 
-        # 1. Critic: y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s')).
+        # 1. Critic: y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s')),
+        # with r the discounted reward sum and gamma^m in place of gamma for an m-step sample.
         with torch.inference_mode():
             next_action, next_logp = self.actor.sample(self.encoder(next_obs))
             target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
-            y = reward + cfg.gamma * not_done * (target_q - alpha * next_logp)
+            y = reward + discount * not_done * (target_q - alpha * next_logp)
         feat = self.encoder(obs)
         q = self.critic(feat, action)  # (2, B)
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()

@@ -158,7 +158,7 @@ def train(
         if step + 1 >= cfg.learning_starts:
             t0 = time.perf_counter()
             for _ in range(cfg.updates_per_step):
-                stats = agent.update(replay.sample(cfg.batch_size))
+                stats = agent.update(agent.sample(replay, cfg.batch_size))
             dt = time.perf_counter() - t0
             update_time += dt
             window_time += dt
