@@ -202,6 +202,33 @@ def test_quadruped_reward_pays_for_staying_up_and_charges_a_fall() -> None:
     env.close()
 
 
+def test_quadruped_state_and_forward_reward_follow_the_start_heading() -> None:
+    """Turned 90 degrees in the world before the reset, the robot sees heading (1, 0) and is paid for
+    moving along where it faced at the start, not along world x nor its current heading."""
+    import mujoco
+
+    env = gym.make(QUAD, backend="sim").unwrapped
+    env.reset(seed=0)
+    sim = env.robot.sim
+    root = sim.model.joint("root").qposadr[0]
+    sim.data.qpos[root + 3:root + 7] = [math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]  # yaw +90 deg
+    mujoco.mj_forward(sim.model, sim.data)
+    obs, _ = env.reset()  # unseeded: stands up where it is (no teleport), so the start heading is +90 deg
+    assert env.robot.torso().heading == pytest.approx(math.pi / 2, abs=0.1)
+    np.testing.assert_allclose(obs["state"][36:38], [1.0, 0.0], atol=1e-6)
+    torso = sim.model.body("torso").id
+    progress = []
+    for push_n in ((0.0, 15.0), (0.0, -15.0)):  # along world +y (the start heading), then back
+        for _ in range(5):
+            sim.data.xfrc_applied[torso, :2] = push_n
+            obs, r, term, trunc, info = env.step(np.zeros(12, np.float32))
+        sim.data.xfrc_applied[torso, :2] = 0.0
+        progress.append((info["reward/forward_reward"], info["score"]))
+    (pay_fwd, score_fwd), (pay_back, _) = progress
+    assert pay_fwd > 0.1 and score_fwd > 0.05 and pay_back < -0.1
+    env.close()
+
+
 def test_claw_random_variant_draws_start_and_target() -> None:
     env = gym.make(CLAW, backend="sim", variant="random").unwrapped
     seen = set()

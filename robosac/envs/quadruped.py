@@ -1,15 +1,19 @@
-"""QuadrupedWalk: walk forward (along the torso's heading) with the 12-servo quadruped (ROBEL D'Kitty-like).
+"""QuadrupedWalk: walk forward (along the heading it started the episode with) with the 12-servo quadruped (ROBEL D'Kitty-like).
 
 The torso's pose comes from `Robot.torso()`: on hardware the overhead camera's ArUco tracker (an
 IMU would be better for tilt; see README), in the sim backend the simulator's ground truth. Body
 velocity is the difference of successive poses over their stamps, the same code for both.
 
 State (42,): joint positions (12, rad), joint velocities (12, rad/s), the last action (12), cos and
-sin of the heading, forward and sideways velocity in the torso frame (m/s), tilt from vertical
-(rad), marker height minus its standing height (m).
+sin of the heading relative to the episode's start heading, forward and sideways velocity in the
+torso frame (m/s), tilt from vertical (rad), marker height minus its standing height (m).
+Nothing in the state is tied to the world frame: the reset does not teleport, so each training
+episode starts wherever and however the last one left the robot, while a fresh env starts at
+heading 0. With the absolute heading in the state, a policy learned to walk towards one world
+direction and turned round to do so from a fresh start (BENCHMARKS.md, 3-step returns).
 
 Reward (summed; each in info["reward/<term>"]):
-    forward_reward   2.0 * forward velocity (m/s) * cos(tilt)   (walk along the heading, upright)
+    forward_reward   2.0 * velocity along the start heading (m/s) * cos(tilt)   (what the score measures)
     posture_cost    -0.05 * ||q - stand pose||^2               (rad^2)
     energy_cost     -0.002 * sum |current * joint velocity|     (A rad/s, a proxy for motor power)
     upright_reward   0.5 * (cos(tilt) - cos 30 deg) / (1 - cos 30 deg), 0..0.5   (staying up pays)
@@ -59,6 +63,7 @@ class QuadrupedWalkEnv(RobotEnv):
         self._vel = np.zeros(2)  # forward, sideways, m/s (torso frame)
         self._lost_s = 0.0
         self._start_xy = np.zeros(2)
+        self._heading0 = 0.0
         self.reset_report = None
 
     def _state_size(self) -> int:
@@ -90,9 +95,17 @@ class QuadrupedWalkEnv(RobotEnv):
             self._vel = np.zeros(2)
         self._pose = p
 
+    def _progress_velocity(self) -> float:
+        """Torso velocity along the episode's start heading (m/s)."""
+        p = self._pose
+        if p is None:
+            return 0.0
+        d = p.heading - self._heading0
+        return float(math.cos(d) * self._vel[0] - math.sin(d) * self._vel[1])
+
     def _features(self, st: RobotState) -> np.ndarray:
         p = self._pose
-        heading = p.heading if p is not None else 0.0
+        heading = (p.heading - self._heading0) if p is not None else 0.0
         tilt = p.tilt if p is not None and p.tilt is not None else 0.0
         dz = (p.height_m - self.stand_height_m) if p is not None and p.height_m is not None else 0.0
         return np.concatenate([st.position, st.velocity, self.last_action,
@@ -107,7 +120,7 @@ class QuadrupedWalkEnv(RobotEnv):
         tilt = p.tilt if p is not None and p.tilt is not None else 0.0
         fell = tilt >= TILT_TERMINATION_RAD or (p is not None and p.height_m is not None and p.height_m < self.stand_height_m - DROP_TERMINATION_M)
         terms = {
-            "forward_reward": 2.0 * float(self._vel[0]) * math.cos(tilt),
+            "forward_reward": 2.0 * self._progress_velocity() * math.cos(tilt),
             "posture_cost": -0.05 * float(np.sum((st.position - self.nominal_rad) ** 2)),
             "energy_cost": -0.002 * float(np.nansum(np.abs(st.current * st.velocity))),
             "upright_reward": UPRIGHT_REWARD * max(0.0, (math.cos(tilt) - _COS_TILT_TERMINATION) / (1.0 - _COS_TILT_TERMINATION)),
