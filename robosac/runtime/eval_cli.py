@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", default=None, help="MP4 path for the first episode (default: none)")
     p.add_argument("--video-camera", default=None, metavar="NAME",
                    help="sim backend: record the video from this MJCF camera at 320x240 (e.g. the quadruped's "
-                        "'chase', the claw's 'side') instead of the robot's own camera")
+                        "'follow', which moves with it, the claw's 'side') instead of the robot's own camera")
     p.add_argument("--backend", choices=("sim", "hardware"), default=None, help="default: the run's own")
     p.add_argument("--twin", action="store_true", help="hardware backend on a twin started for this evaluation")
     p.add_argument("--port", default=None)
