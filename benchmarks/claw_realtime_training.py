@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-episodes", type=int, default=20)
     ap.add_argument("--out", default="runs/claw_realtime")
-    ap.add_argument("--train-args", nargs="*", default=["--lr", "1e-3"], help="more `robosac train` options (default: the tuned lr)")
+    ap.add_argument("--train-args", nargs="*", default=["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3"],
+                    help="more `robosac train` options (default: the claw's tuned settings, lr 1e-3 and CrossQ)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "claw_realtime_training.json"))
     args = ap.parse_args()
 

@@ -159,6 +159,27 @@ def test_shared_replay_reader_never_sees_a_half_written_row():
     assert bad == 0
 
 
+def test_weight_store_carries_a_crossq_actor_with_its_batch_norm_statistics():
+    """A CrossQ actor's state includes running statistics and a 0-d pass counter; what the
+    collector loads must act exactly as the learner's agent."""
+    import dataclasses
+
+    cfg = dataclasses.replace(SAC_CFG, crossq=True)
+    learner, collector = SAC(OBS, ACT, cfg, seed=0), SAC(OBS, ACT, cfg, seed=1)
+    store = WeightStore.create(actor_state(learner))
+    learner.actor.train()
+    learner.actor(torch.randn(64, 3) + 2.0)  # moves the running statistics away from their start
+    learner.actor.eval()
+    store.publish(actor_state(learner))
+    reader = WeightStore.attach(store.name)
+    load_actor_state(collector, reader.latest(0)[1])
+    obs = np.array([0.3, -0.2, 0.9], np.float32)
+    assert np.array_equal(learner.act(obs, deterministic=True), collector.act(obs, deterministic=True))
+    assert collector.actor.net[0].passes.item() == 1
+    reader.close()
+    store.close()
+
+
 def test_weight_store_never_returns_a_torn_copy():
     template = {"a": torch.zeros(64, 64), "b": torch.zeros(3)}
     store = WeightStore.create(template)

@@ -131,7 +131,7 @@ def _q_after_training(terminate: bool, **sac: Any) -> float:
     agent.load_state_dict(state["agent"])
     with torch.no_grad():
         obs = agent.obs_to_torch(np.zeros(1, np.float32))
-        q = agent.critic(agent.encoder(obs), torch.zeros(1, 1))
+        q = agent.critic(agent.encoder(obs), torch.zeros(1, 1), frozen=True)  # running batch-norm statistics (CrossQ)
     return float(q.mean())
 
 
@@ -141,14 +141,15 @@ def test_truncation_bootstraps_and_termination_does_not():
     assert _q_after_training(terminate=False) == pytest.approx(10.0, abs=1.5)
 
 
-def test_checkpoint_round_trip_gives_identical_actions_and_updates(tmp_path):
-    agent = SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=0)
+@pytest.mark.parametrize("crossq", [False, True])
+def test_checkpoint_round_trip_gives_identical_actions_and_updates(tmp_path, crossq):
+    agent = SAC(STATE, ACT, SACConfig(hidden=(32, 32), crossq=crossq, policy_delay=3 if crossq else 1), seed=0)
     replay = _filled_replay(agent)
     for _ in range(20):
         agent.update(replay.sample(64))
     save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
 
-    clone = SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=123)  # different init on purpose
+    clone = SAC(STATE, ACT, agent.config, seed=123)  # different init on purpose
     clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
     obs = np.array([0.1, -0.4, 0.7], np.float32)
     assert np.array_equal(agent.act(obs, deterministic=True), clone.act(obs, deterministic=True))
@@ -378,3 +379,59 @@ def test_learner_tuning_flushes_denormals_in_new_threads_too():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == "{'keep_freed_memory': True, 'flush_denormals': True}"
     assert out[1] == "0.0 0.0"
+
+
+def test_batch_renorm_uses_batch_statistics_in_training_and_running_ones_otherwise():
+    """Training: the batch is normalised with its own mean and std and the running statistics move
+    towards them; eval: the running statistics. After the warm-up the batch is pulled towards the
+    running statistics (r, d), so a batch far off them is no longer normalised to (0, 1)."""
+    from robosac.sac.networks import BatchRenorm
+
+    torch.manual_seed(0)
+    x = 3.0 + 2.0 * torch.randn(512, 4)
+    bn = BatchRenorm(4, momentum=0.5, warmup=3)
+    y = bn(x)
+    assert torch.allclose(y.mean(0), torch.zeros(4), atol=1e-5) and torch.allclose(y.std(0, unbiased=False), torch.ones(4), atol=1e-3)
+    assert torch.allclose(bn.running_mean, 0.5 * x.mean(0), atol=1e-5)  # half way from 0 (momentum 0.5)
+    for _ in range(20):
+        bn(x)
+    assert torch.allclose(bn.running_mean, x.mean(0), atol=1e-4)
+    bn.eval()
+    assert torch.allclose(bn(x), y, atol=1e-2)  # running statistics now match this batch
+    one = bn(x[:1])
+    assert torch.allclose(one, y[:1], atol=1e-2)  # one sample gets the same answer as in its batch
+    bn.train()
+    shifted = bn(x + 10.0)  # past the warm-up: d is clipped at 5 running stds, so the shift shows
+    assert shifted.mean() > 4.0
+    ens = BatchRenorm(4, lead=(2,))
+    z = ens(torch.stack([x, 5 * x]))  # (N, B, H): statistics per member
+    assert torch.allclose(z.mean(1), torch.zeros(2, 4), atol=1e-4)
+
+
+def test_crossq_update_has_no_target_critic_and_moves_the_actor_every_third_update():
+    agent = SAC(STATE, ACT, SACConfig(hidden=(32, 32), crossq=True, policy_delay=3), seed=0)
+    replay = _filled_replay(agent)
+    target_before = [p.clone() for p in agent.target_critic.parameters()]
+    actor_changes = []
+    for _ in range(6):
+        before = [p.clone() for p in agent.actor.parameters()]
+        agent.update(replay.sample(64))
+        actor_changes.append(any(not torch.equal(a, b) for a, b in zip(before, agent.actor.parameters())))
+    # Adam keeps moving a parameter on its momentum after its last gradient, so count the
+    # updates that touched the actor through its running statistics instead: 0 and 3.
+    passes = agent.actor.net[0].passes.item()
+    assert passes == 2, passes
+    assert actor_changes[0] and actor_changes[3]
+    assert all(torch.equal(a, b) for a, b in zip(target_before, agent.target_critic.parameters()))
+    critic_passes = agent.critic.batch_norms[0].passes.item()
+    assert critic_passes == 6  # one joint (s, a) + (s', a') pass per update
+    obs = np.array([0.1, -0.4, 0.7], np.float32)
+    assert np.array_equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))  # no batch statistics when acting
+
+
+@pytest.mark.parametrize("terminate, q", [(True, 1.0), (False, 10.0)])
+def test_crossq_learns_the_bootstrap_without_target_critics(terminate, q):
+    """CrossQ's target comes from the critic itself: it must still learn Q = 1 with terminals and
+    Q = 10 with time-limit cuts (reward 1, gamma 0.9)."""
+    got = _q_after_training(terminate=terminate, crossq=True, policy_delay=3)
+    assert got == pytest.approx(q, abs=0.15 * q), got

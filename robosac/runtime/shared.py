@@ -319,7 +319,7 @@ class WeightStore:
         hdr, data = self._slot_hdr[slot], self._slot_data[slot]
         hdr[_S_SEQ] += 1  # odd: write in progress
         for k, shape, dtype, off in self.tensors:
-            arr = np.ascontiguousarray(state[k].detach().cpu().numpy())
+            arr = state[k].detach().cpu().contiguous().numpy()  # (np.ascontiguousarray makes a 0-d tensor 1-d)
             if arr.shape != shape or arr.dtype.str != dtype:
                 hdr[_S_SEQ] += 1
                 raise ValueError(f"weight {k!r}: got {arr.shape} {arr.dtype.str}, store holds {shape} {dtype}")

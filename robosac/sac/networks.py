@@ -17,13 +17,61 @@ from robosac.sac.spaces import ObsSpec
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, batch_norm: bool = False) -> nn.Sequential:
+    """Linear -> ReLU per hidden layer; ``batch_norm`` puts a BatchRenorm in front of every Linear (CrossQ)."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
+        layers += [*([BatchRenorm(in_dim)] if batch_norm else []), nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
         in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers += [*([BatchRenorm(in_dim)] if batch_norm else []), nn.Linear(in_dim, out_dim)]
     return nn.Sequential(*layers)
+
+
+class BatchRenorm(nn.Module):
+    """Batch renormalisation (Ioffe 2017, arXiv 1702.03275) over the batch axis (-2) of (..., B, H).
+
+    CrossQ's normaliser (Bhatt et al. 2024, arXiv 1902.05605). With batch statistics (training):
+    plain batch norm for the first ``warmup`` passes, then the batch is normalised towards the
+    running statistics, x_hat = (x - mean_B) / std_B * r + d with r = std_B / std_run clipped to
+    [1/3, 3] and d = (mean_B - mean_run) / std_run clipped to [-5, 5] (no gradient through r, d),
+    which keeps one odd batch from moving the output far; the running statistics follow each batch
+    at rate ``momentum``. Without batch statistics (acting, targets): the running statistics.
+    ``lead`` is the parameters' leading shape: (N,) for an ensemble of N networks on (N, B, H).
+    """
+
+    def __init__(self, dim: int, lead: tuple[int, ...] = (), momentum: float = 0.01, eps: float = 1e-3, warmup: int = 100_000):
+        super().__init__()
+        shape = (*lead, dim)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_var", torch.ones(shape))
+        self.register_buffer("passes", torch.zeros((), dtype=torch.long))  # training passes seen
+        self.momentum, self.eps, self.warmup = momentum, eps, warmup
+
+    def forward(self, x: torch.Tensor, batch_stats: bool | None = None, frozen: bool = False) -> torch.Tensor:
+        """``batch_stats`` defaults to the module's training mode; ``frozen`` detaches the affine
+        parameters (gradients reach the input only)."""
+        weight, bias = (self.weight.detach(), self.bias.detach()) if frozen else (self.weight, self.bias)
+        if not (self.training if batch_stats is None else batch_stats):
+            x_hat = (x - self.running_mean.unsqueeze(-2)) * torch.rsqrt(self.running_var.unsqueeze(-2) + self.eps)
+            return x_hat * weight.unsqueeze(-2) + bias.unsqueeze(-2)
+        mean, var = x.mean(-2), x.var(-2, unbiased=False)
+        std = (var + self.eps).sqrt()
+        x_hat = (x - mean.unsqueeze(-2)) / std.unsqueeze(-2)
+        with torch.no_grad():  # r and d carry no gradient
+            renorm = bool(self.passes >= self.warmup)
+            if renorm:
+                run_std = (self.running_var + self.eps).sqrt()
+                r = (std / run_std).clamp(1 / 3, 3)
+                d = ((mean - self.running_mean) / run_std).clamp(-5, 5)
+            n = x.shape[-2]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+            self.passes += 1
+        if renorm:
+            x_hat = x_hat * r.unsqueeze(-2) + d.unsqueeze(-2)
+        return x_hat * weight.unsqueeze(-2) + bias.unsqueeze(-2)
 
 
 class PixelEncoder(nn.Module):
@@ -84,9 +132,9 @@ class ObsEncoder(nn.Module):
 class Actor(nn.Module):
     """Features (B, F) -> tanh-squashed Gaussian over actions in [-1, 1]^A."""
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...]):
+    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...], batch_norm: bool = False):
         super().__init__()
-        self.net = mlp(in_dim, hidden, 2 * act_dim)
+        self.net = mlp(in_dim, hidden, 2 * act_dim, batch_norm)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns mean (B, A) and log std (B, A) of the pre-tanh Gaussian."""
@@ -133,12 +181,16 @@ class TwinCritic(nn.Module):
     DroQ's critic (Hiraoka et al. 2022, arXiv 2110.02034): Linear -> Dropout -> LayerNorm -> ReLU in
     every hidden layer, which keeps Q estimates in check when the critic takes many updates per
     env step. Dropout is on in every pass (targets and the actor's loss too), as in DroQ.
+    ``batch_norm`` gives CrossQ's critic: a BatchRenorm in front of every layer, with batch
+    statistics in training passes and running statistics in frozen ones (the actor's loss).
     """
 
-    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...], n: int = 2, dropout: float = 0.0, layer_norm: bool = False):
+    def __init__(self, in_dim: int, act_dim: int, hidden: tuple[int, ...], n: int = 2, dropout: float = 0.0, layer_norm: bool = False,
+                 batch_norm: bool = False):
         super().__init__()
         dims = (in_dim + act_dim, *hidden, 1)
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.batch_norms = nn.ModuleList(BatchRenorm(d, (n,)) for d in dims[:-1]) if batch_norm else None
         # Per-member LayerNorm gain and bias, (N, 1, H) per hidden layer.
         self.norm_weight = nn.ParameterList(nn.Parameter(torch.ones(n, 1, h)) for h in hidden) if layer_norm else None
         self.norm_bias = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, h)) for h in hidden) if layer_norm else None
@@ -155,6 +207,8 @@ class TwinCritic(nn.Module):
             return p.detach() if frozen else p
 
         for i, layer in enumerate(self.layers):
+            if self.batch_norms is not None:
+                x = self.batch_norms[i](x, batch_stats=self.training and not frozen, frozen=frozen)
             x = torch.baddbmm(param(layer.bias), x, param(layer.weight))
             if i < last:
                 if self.dropout > 0:

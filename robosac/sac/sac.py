@@ -8,6 +8,10 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
   4. Polyak-average the target critics (and target encoder).
 Images: a conv encoder trained through the critic loss only, random-shift augmentation (DrQ),
 state concatenated after the encoder.
+CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
+critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
+(s', a') in one batch so both halves are normalised with the same statistics; the actor and the
+temperature move every ``policy_delay``-th update, and Adam's beta1 is 0.5.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class SACConfig:
     critic_dropout: float = 0.0  # DroQ: dropout rate in the critics' hidden layers (DroQ uses 0.01)
     critic_layer_norm: bool = False  # DroQ: LayerNorm after each critic hidden layer
     n_step: int = 1  # env steps per critic target (n-step return, as DrQ-v2's 3); built when sampling
+    crossq: bool = False  # CrossQ: batch-renormalised actor and critics, no target critics (see the module docstring)
+    policy_delay: int = 1  # critic updates per actor and temperature update (CrossQ uses 3)
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -137,6 +143,8 @@ class SAC:
         act_dim = action_space.shape[0]
         if cfg.n_step < 1:
             raise ValueError(f"SAC setting n_step: invalid value {cfg.n_step}; allowed: an integer >= 1")
+        if cfg.policy_delay < 1:
+            raise ValueError(f"SAC setting policy_delay: invalid value {cfg.policy_delay}; allowed: an integer >= 1")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
@@ -144,9 +152,10 @@ class SAC:
         self.action_half_range = torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32, device=self.device)
 
         self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
-        self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden).to(self.device)
+        # The actor stays in eval mode (running batch-norm statistics) except for its own loss.
+        self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
         self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
-                                 layer_norm=cfg.critic_layer_norm).to(self.device)
+                                 layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
@@ -160,6 +169,7 @@ class SAC:
                 {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
                 {"params": [self.log_alpha], "lr": cfg.alpha_lr},
             ],
+            betas=(0.5, 0.999) if cfg.crossq else (0.9, 0.999),
             fused=self.device.type in ("cpu", "cuda"),
         )
         self._critic_params = list(self.critic.parameters())
@@ -167,6 +177,7 @@ class SAC:
         self._encoder_params = list(self.encoder.parameters())
         self._target_encoder_params = list(self.target_encoder.parameters())
         self.updates = 0
+        self._actor_stats = torch.zeros(3, device=self.device)  # actor loss, alpha loss, entropy of the last actor update
 
     # ---- acting -------------------------------------------------------------------------------
 
@@ -212,38 +223,57 @@ class SAC:
 
         # 1. Critic: y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s')),
         # with r the discounted reward sum and gamma^m in place of gamma for an m-step sample.
-        with torch.inference_mode():
-            next_action, next_logp = self.actor.sample(self.encoder(next_obs))
-            target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
-            y = reward + discount * not_done * (target_q - alpha * next_logp)
-        feat = self.encoder(obs)
-        q = self.critic(feat, action)  # (2, B)
+        # Q' is the target critic, or for CrossQ the critic itself, run on (s, a) and (s', a') in
+        # one batch (gradient through the (s, a) half only).
+        if cfg.crossq:
+            b = action.shape[0]
+            feat_both = self.encoder({k: torch.cat([obs[k], next_obs[k]]) for k in obs})
+            feat = feat_both[:b]
+            with torch.no_grad():
+                next_action, next_logp = self.actor.sample(feat_both[b:])
+            q, next_q = self.critic(feat_both, torch.cat([action, next_action])).split(b, dim=1)
+            target_q = next_q.detach().min(0).values
+        else:
+            with torch.inference_mode():
+                next_action, next_logp = self.actor.sample(self.encoder(next_obs))
+                target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
+            feat = self.encoder(obs)
+            q = self.critic(feat, action)  # (2, B)
+        y = reward + discount * not_done * (target_q - alpha * next_logp)
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
+        loss = critic_loss
 
-        # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
-        # detached (the encoder learns from the critic only) and the critic's weights are frozen
-        # (this loss must not train it).
-        feat = feat.detach()
-        pi_action, logp = self.actor.sample(feat)
-        q_pi = self.critic(feat, pi_action, frozen=True).min(0).values
-        actor_loss = (alpha * logp - q_pi).mean()
+        if self.updates % cfg.policy_delay == 0:
+            # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
+            # detached (the encoder learns from the critic only) and the critic's weights are frozen
+            # (this loss must not train it).
+            feat = feat.detach()
+            self.actor.train()  # batch statistics, for batch norm
+            pi_action, logp = self.actor.sample(feat)
+            self.actor.eval()
+            q_pi = self.critic(feat, pi_action, frozen=True).min(0).values
+            actor_loss = (alpha * logp - q_pi).mean()
 
-        # 3. Temperature: the gradient on log alpha is -(log pi + target entropy).
-        logp = logp.detach()
-        alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+            # 3. Temperature: the gradient on log alpha is -(log pi + target entropy).
+            logp = logp.detach()
+            alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+            loss = loss + actor_loss + alpha_loss
+            self._actor_stats = torch.stack([actor_loss.detach(), alpha_loss.detach(), -logp.mean()])
 
         self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss + alpha_loss).backward()
+        loss.backward()
         self.optimizer.step()
 
-        # 4. Targets follow slowly: theta' <- (1 - tau) theta' + tau theta.
+        # 4. Targets follow slowly: theta' <- (1 - tau) theta' + tau theta (CrossQ has none).
         with torch.no_grad():
-            torch._foreach_lerp_(self._target_critic_params, self._critic_params, cfg.tau)
-            if self._encoder_params:
+            if not cfg.crossq:
+                torch._foreach_lerp_(self._target_critic_params, self._critic_params, cfg.tau)
+            if self._encoder_params and not cfg.crossq:
                 torch._foreach_lerp_(self._target_encoder_params, self._encoder_params, cfg.encoder_tau)
         self.updates += 1
 
-        stats = torch.stack([critic_loss, actor_loss, alpha_loss, alpha, -logp.mean(), q.mean()]).tolist()
+        actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
+        stats = torch.stack([critic_loss.detach(), actor_loss, alpha_loss, alpha, entropy, q.detach().mean()]).tolist()
         return dict(zip(("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean"), stats))
 
     # ---- saving -------------------------------------------------------------------------------
@@ -256,6 +286,7 @@ class SAC:
         state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in self._MODULES + self._OPTIMIZERS}
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["updates"] = self.updates
+        state["actor_stats"] = self._actor_stats.clone()  # reported by updates that skip the actor (policy_delay)
         state["config"] = _config_dict(self.config)
         return state
 
@@ -273,3 +304,5 @@ class SAC:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.updates = int(state["updates"])
+        if "actor_stats" in state:
+            self._actor_stats = state["actor_stats"].to(self.device)
