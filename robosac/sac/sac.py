@@ -265,11 +265,11 @@ class SAC:
         self.optimizer.step()
 
         # 4. Targets follow slowly: theta' <- (1 - tau) theta' + tau theta (CrossQ has none).
-        with torch.no_grad():
-            if not cfg.crossq:
+        if not cfg.crossq:
+            with torch.no_grad():
                 torch._foreach_lerp_(self._target_critic_params, self._critic_params, cfg.tau)
-            if self._encoder_params and not cfg.crossq:
-                torch._foreach_lerp_(self._target_encoder_params, self._encoder_params, cfg.encoder_tau)
+                if self._encoder_params:
+                    torch._foreach_lerp_(self._target_encoder_params, self._encoder_params, cfg.encoder_tau)
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
