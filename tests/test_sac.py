@@ -435,3 +435,8 @@ def test_crossq_learns_the_bootstrap_without_target_critics(terminate, q):
     Q = 10 with time-limit cuts (reward 1, gamma 0.9)."""
     got = _q_after_training(terminate=terminate, crossq=True, policy_delay=3)
     assert got == pytest.approx(q, abs=0.15 * q), got
+
+
+def test_policy_delay_below_one_is_refused_by_name():
+    with pytest.raises(ValueError, match="policy_delay: invalid value 0"):
+        SAC(STATE, ACT, SACConfig(policy_delay=0))
