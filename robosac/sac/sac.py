@@ -156,8 +156,11 @@ class SAC:
         self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
         self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
-        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        # Target networks only where the update reads them (CrossQ bootstraps from the critic itself).
+        self._modules = ("encoder", "actor", "critic") + (() if cfg.crossq else ("target_encoder", "target_critic"))
+        if not cfg.crossq:
+            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+            self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
@@ -172,10 +175,11 @@ class SAC:
             betas=(0.5, 0.999) if cfg.crossq else (0.9, 0.999),
             fused=self.device.type in ("cpu", "cuda"),
         )
-        self._critic_params = list(self.critic.parameters())
-        self._target_critic_params = list(self.target_critic.parameters())
-        self._encoder_params = list(self.encoder.parameters())
-        self._target_encoder_params = list(self.target_encoder.parameters())
+        if not cfg.crossq:
+            self._critic_params = list(self.critic.parameters())
+            self._target_critic_params = list(self.target_critic.parameters())
+            self._encoder_params = list(self.encoder.parameters())
+            self._target_encoder_params = list(self.target_encoder.parameters())
         self.updates = 0
         self._actor_stats = torch.zeros(3, device=self.device)  # actor loss, alpha loss, entropy of the last actor update
 
@@ -278,12 +282,9 @@ class SAC:
 
     # ---- saving -------------------------------------------------------------------------------
 
-    _MODULES = ("encoder", "actor", "critic", "target_encoder", "target_critic")
-    _OPTIMIZERS = ("optimizer",)
-
     def state_dict(self) -> dict[str, Any]:
         """Everything to resume learning: networks, targets, optimizers, log alpha, update count."""
-        state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in self._MODULES + self._OPTIMIZERS}
+        state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in (*self._modules, "optimizer")}
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["updates"] = self.updates
         state["actor_stats"] = self._actor_stats.clone()  # reported by updates that skip the actor (policy_delay)
@@ -299,7 +300,7 @@ class SAC:
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
             raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
-        for name in self._MODULES + self._OPTIMIZERS:
+        for name in (*self._modules, "optimizer"):  # a CrossQ checkpoint from before session 19 also holds unused targets
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
