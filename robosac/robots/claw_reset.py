@@ -6,8 +6,10 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
 2. a finger with a joint further than `reset.tolerance_rad` from its pose (its tip dragging on the
    valve after reaching over it, held, jammed) is disentangled: that finger alone curls its tip
    joint, then goes to `reset.clear_pose_rad` (tip tucked up, swung out), then step 1 is tried
-   again; a current stop during a move counts as a miss (recover with the valve still limp, then
-   disentangle);
+   again. A current stop (every servo switched off) halts the finger that tripped it: torque comes
+   back on at once where every joint is (the valve limp again), that finger's goal becomes where it
+   is, so it misses and is disentangled, and the other fingers carry on (they are neither dropped
+   limp nor counted as missed);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
 4. the valve servo drives the valve to the start angle (the nearest equivalent multi-turn angle,
@@ -63,10 +65,13 @@ def _fingers(names: tuple[str, ...]) -> dict[str, list[int]]:
 
 
 def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout_s: float, report: ClawResetReport) -> RobotState:
-    """Step toward goal until every joint in mask is within tol or timeout. A current stop ends the
-    move: the robot recovers (torque on everywhere) and the joints that were limp go limp again (the
-    valve during the finger moves: held in place, it would keep a finger hooked on a prong pressing
-    at the current cap)."""
+    """Step toward goal until every joint in mask is within tol or timeout. A current stop (which
+    switched every servo off) halts only the finger that tripped it: the robot recovers at once
+    (torque on where every joint is, no limp settle: limp fingers would fall onto the valve), the
+    joints that were limp go limp again (the valve during the finger moves: held in place, it would
+    keep a finger hooked on a prong pressing at the current cap), the tripping finger's goal becomes
+    where it is (it stops pushing; the caller sees it miss), and the other joints carry on."""
+    goal, mask = goal.copy(), mask.copy()
     st = robot.last_state or robot.read()
     limp = [n for n, on in zip(robot.names, robot.torque_on) if not on]  # read before a stop turns all off
     for _ in range(max(1, int(math.ceil(timeout_s / robot.dt_s)))):
@@ -76,10 +81,13 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
             if any(ev.kind != "current" for ev in e.events):
                 raise
             report.current_stops += 1
-            robot.recover()
+            robot.recover(settle=False)
             if limp:
                 robot.set_torque(False, limp)
-            return robot.last_state or robot.read()
+            st = robot.last_state or robot.read()
+            held = np.isin([n.split("_")[0] for n in robot.names], [ev.joint.split("_")[0] for ev in e.events])
+            goal[held] = st.position[held]
+            mask &= ~held
         if np.all(np.abs(st.position[mask] - goal[mask]) <= tol):
             break
     return st

@@ -193,11 +193,14 @@ class Robot:
         except Exception:  # noqa: BLE001 - best effort; the servos' bus watchdog is the backstop
             self.torque_on[:] = False
 
-    def recover(self) -> None:
+    def recover(self, settle: bool = True) -> None:
         """Before an episode: clear a latched stop if its cause is gone, and torque on.
 
-        Raises SafetyStop if an e-stop is latched (a person must call `clear_estop()`) or a
-        stop-level condition (temperature, current, hardware error) is still present."""
+        settle: a limp robot first comes to rest (`_settle_limp`, hardware only). False turns torque
+        on at once, holding every joint where it is: for a caller that wants joints held rather
+        than falling, e.g. the claw's reset after a current stop mid-move (limp fingers drop onto
+        the valve). Raises SafetyStop if an e-stop is latched (a person must call `clear_estop()`)
+        or a stop-level condition (temperature, current, hardware error) is still present."""
         m = self.monitor
         if m.tripped and (m.reason or "").startswith("e-stop"):
             raise SafetyStop(f"{m.reason}; call robot.clear_estop() once the robot is safe", m.stop_events)
@@ -208,7 +211,7 @@ class Robot:
             if stops:
                 raise SafetyStop("still unsafe: " + "; ".join(e.message for e in stops), stops)
         m.reset()
-        if not self.torque_on.any():
+        if settle and not self.torque_on.any():
             self.last_settle_s = self._settle_limp()
         self.set_torque(True)
         self.last_state = self.read()
