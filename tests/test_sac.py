@@ -115,10 +115,10 @@ def test_temperature_settles_entropy_near_target():
     assert stats[-1]["alpha"] < 0.5  # it had to move from 1.0 to get there
 
 
-def _q_after_training(terminate: bool, **sac: Any) -> float:
+def _q_after_training(terminate: bool, steps: int = 700, **sac: Any) -> float:
     env_factory = (lambda: ConstantRewardEnv(True)) if terminate else (lambda: TimeLimit(ConstantRewardEnv(False), max_episode_steps=1))
     cfg = TrainConfig(
-        steps=700, seed=0, learning_starts=64, batch_size=64, eval_episodes=1, log_every=100,
+        steps=steps, seed=0, learning_starts=64, batch_size=64, eval_episodes=1, log_every=100,
         sac=SACConfig(hidden=(32, 32), gamma=0.9, tau=0.2, init_alpha=1e-6, alpha_lr=0.0, critic_lr=3e-3, actor_lr=3e-3, **sac),
     )
     import tempfile
@@ -432,7 +432,7 @@ def test_crossq_update_has_no_target_critic_and_moves_the_actor_every_third_upda
 def test_crossq_learns_the_bootstrap_without_target_critics(terminate, q):
     """CrossQ's target comes from the critic itself: it must still learn Q = 1 with terminals and
     Q = 10 with time-limit cuts (reward 1, gamma 0.9)."""
-    got = _q_after_training(terminate=terminate, crossq=True, policy_delay=3)
+    got = _q_after_training(terminate=terminate, steps=400, crossq=True, policy_delay=3)  # 9.87 at 400 steps, 7.26 at 300
     assert got == pytest.approx(q, abs=0.15 * q), got
 
 
