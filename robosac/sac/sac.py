@@ -161,6 +161,10 @@ class SAC:
         if not cfg.crossq:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+            self._critic_params = list(self.critic.parameters())
+            self._target_critic_params = list(self.target_critic.parameters())
+            self._encoder_params = list(self.encoder.parameters())
+            self._target_encoder_params = list(self.target_encoder.parameters())
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
@@ -175,11 +179,6 @@ class SAC:
             betas=(0.5, 0.999) if cfg.crossq else (0.9, 0.999),
             fused=self.device.type in ("cpu", "cuda"),
         )
-        if not cfg.crossq:
-            self._critic_params = list(self.critic.parameters())
-            self._target_critic_params = list(self.target_critic.parameters())
-            self._encoder_params = list(self.encoder.parameters())
-            self._target_encoder_params = list(self.target_encoder.parameters())
         self.updates = 0
         self._actor_stats = torch.zeros(3, device=self.device)  # actor loss, alpha loss, entropy of the last actor update
 
