@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from robosac.persist import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +75,7 @@ def main() -> None:
         "eval_success_rate": ev["success_rate"], "eval_return_mean": ev["return_mean"], "eval_score_mean": ev["score_mean"],
         "curve": [[e["step"], e["ret"]] for e in episodes],
     }
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robosac.persist import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +66,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     out = {"command": f"benchmarks/deadline_offsets.py --rate-hz {args.rate_hz:g} --steps {args.steps}", "date": time.strftime("%Y-%m-%d"),
            "cores": os.cpu_count(), "kernel": platform.release(), "scheduling": scheduling, "rows": rows}
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_bytes(args.out, (json.dumps(out, indent=1) + "\n").encode())
     print(f"wrote {args.out}")
 
 

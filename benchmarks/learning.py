@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from robosac.persist import atomic_write_bytes
+
 TASKS = {
     "claw": {
         "env_id": "robosac/ClawValveTurn-v0", "steps": 30_000, "eval_episodes": 20, "episode_s": 8.0,
@@ -221,8 +223,7 @@ def main() -> int:
                 res[f"{lib}_mean_{key}"] = sum(r[key] for r in runs) / len(runs)
     for lib in libs[1:] if libs[0] == "robosac" else []:
         res[f"wall_ratio_{lib}_over_robosac"] = res[lib + "_mean_run_wall_s"] / res["robosac_mean_run_wall_s"]
-    with open(out_path, "w") as f:
-        json.dump(res, f, indent=1)
+    atomic_write_bytes(out_path, json.dumps(res, indent=1).encode())
     plot(res, libs, task["title"], str(Path(out_path).with_suffix(".png")))
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}))
     return 0
