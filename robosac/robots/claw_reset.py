@@ -1,15 +1,17 @@
 """The claw's own reset: fingers to their reset pose, then the valve servo sets the start angle.
 
 Sequence (only joint goals through `Robot.step`, so every move is clipped and rate limited):
-1. valve limp, fingers torque on; drive the fingers to `reset.pose_rad` (tips clear of the valve at
-   any angle) for at most `reset.timeout_s`;
-2. a finger with a joint further than `reset.tolerance_rad` from its pose (its tip dragging on the
-   valve after reaching over it, held, jammed) is disentangled: that finger alone curls its tip
-   joint, then goes to `reset.clear_pose_rad` (tip tucked up, swung out), then step 1 is tried
-   again. A current stop (every servo switched off) halts the finger that tripped it: torque comes
-   back on at once where every joint is (the valve limp again), that finger's goal becomes where it
-   is, so it misses and is disentangled, and the other fingers carry on (they are neither dropped
-   limp nor counted as missed);
+1. valve limp, fingers torque on. A finger away from `reset.pose_rad` (after an episode, usually
+   reaching over the valve) goes there by a path that keeps its tip above the valve: it curls its
+   tip joint to the `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs), swings
+   to the clear pose (tip tucked up, swung out), uncurls its tip out there, and only then do all
+   fingers go to the pose. Swung straight to the pose, the tip dragged on the hub, or came down on a
+   prong's end when a prong sat under the finger, at the current cap (BENCHMARKS.md);
+2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
+   jammed) is tried again by the same path. A current stop (every servo switched off) halts the
+   finger that tripped it: torque comes back on at once where every joint is (the valve limp
+   again), that finger's goal in this move becomes where it is, and the other fingers carry on
+   (they are neither dropped limp nor counted as missed);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
 4. the valve servo drives the valve to the start angle (the nearest equivalent multi-turn angle,
@@ -43,7 +45,7 @@ class ResetError(RuntimeError):
 @dataclass
 class ClawResetReport:
     attempts: int = 0
-    disentangled: list[str] = field(default_factory=list)  # fingers moved to the clear pose
+    disentangled: list[str] = field(default_factory=list)  # fingers that missed the pose and were tried again
     current_stops: int = 0
     human_asked: int = 0
     valve_start_rad: float = math.nan
@@ -93,22 +95,28 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
     return st
 
 
-def _disentangle(robot: Robot, st: RobotState, idx: list[int], clear: np.ndarray, tol: float, timeout_s: float,
-                 report: ClawResetReport) -> None:
-    """Free one finger (joints idx, base to tip) that missed its pose: typically it reached over the
-    valve and its tip now drags on the prongs or the hub. Stop pushing (goal = where it is: a finger
-    at the current cap would trip a stop at once), curl the tip joint to its clear value (which
-    lifts the tip above the prongs), then the rest of the clear pose."""
-    mask = np.zeros(len(clear), dtype=bool)
-    mask[idx] = True
-    q = (robot.last_state or st).position
-    goal = (robot.monitor.last_goal if robot.monitor.last_goal is not None else q).copy()
-    goal[idx] = q[idx]
-    _drive(robot, goal, mask, tol, robot.dt_s, report)
-    goal[idx[-1]] = clear[idx[-1]]
-    _drive(robot, goal, mask, tol, timeout_s / 2, report)
-    goal[idx] = clear[idx]
-    _drive(robot, goal, mask, tol, timeout_s, report)
+def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: dict[str, list[int]], tol: float,
+                  timeout_s: float, report: ClawResetReport) -> RobotState:
+    """Step 1 of the module docstring. fingers: name -> joint indices, base to tip."""
+    st = robot.last_state or robot.read()
+    away = [idx for idx in fingers.values() if np.any(np.abs(st.position[idx] - pose[idx]) > tol)]
+    if away:
+        goal = pose.copy()
+        mask = np.zeros(len(pose), dtype=bool)
+        for idx in away:
+            goal[idx] = st.position[idx]
+            goal[idx[-1]] = clear[idx[-1]]  # curl the tip, the rest of the finger where it is
+            mask[idx] = True
+        st = _drive(robot, goal, mask, tol, timeout_s, report)
+        for idx in away:
+            goal[idx] = clear[idx]  # swing out, tip tucked
+        st = _drive(robot, goal, mask, tol, timeout_s, report)
+        for idx in away:
+            goal[idx[-1]] = pose[idx[-1]]  # uncurl the tip outside the prongs
+        st = _drive(robot, goal, mask, tol, timeout_s, report)
+    finger_mask = np.zeros(len(pose), dtype=bool)
+    finger_mask[[i for idx in fingers.values() for i in idx]] = True
+    return _drive(robot, pose, finger_mask, tol, timeout_s, report)
 
 
 def reset_claw(
@@ -128,7 +136,6 @@ def reset_claw(
     fingers = _fingers(names)
     pose = np.array([cfg.pose_rad.get(n, 0.0) for n in names])
     clear = np.array([(cfg.clear_pose_rad or cfg.pose_rad).get(n, 0.0) for n in names])
-    finger_mask = np.array([n != VALVE for n in names])
 
     robot.set_torque(False, [VALVE])
     robot.set_torque(True, [n for n in names if n != VALVE])
@@ -136,13 +143,11 @@ def reset_claw(
     while True:
         for _ in range(cfg.max_attempts):
             report.attempts += 1
-            st = _drive(robot, pose, finger_mask, cfg.tolerance_rad, cfg.timeout_s, report)
+            st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report)
             missed = [f for f, idx in fingers.items() if np.any(np.abs(st.position[idx] - pose[idx]) > cfg.tolerance_rad)]
             if not missed:
                 break
-            for f in missed:
-                report.disentangled.append(f)
-                _disentangle(robot, st, fingers[f], clear, cfg.tolerance_rad, cfg.timeout_s, report)
+            report.disentangled.extend(missed)
         else:
             msg = (f"claw reset: finger(s) {', '.join(missed)} did not reach the reset pose within "
                    f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts")
