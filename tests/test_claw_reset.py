@@ -53,3 +53,55 @@ def test_a_current_stop_on_one_finger_neither_drops_nor_fails_the_others() -> No
             assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
         finally:
             robot.close()
+
+
+def test_fingers_over_the_prongs_come_down_outside_them() -> None:
+    """With a prong under every finger (valve at -pi/3) and the fingers tucked at the clear pose (tips
+    above the prongs' ends), the old straight move to the reset pose uncurled each tip onto a prong's
+    end at the current cap, the same way on every attempt: ResetError (seed 1 of the real-time run,
+    2026-12-04, BENCHMARKS.md). Tip-first, the tips uncurl outside the prongs: one attempt, no stop."""
+    with running_twin("hardware_configs/claw.yaml") as tw:
+        robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
+        try:
+            robot.recover()
+            reset_claw(robot, -np.pi / 3)
+            clear = np.array([tw.cfg.reset.clear_pose_rad.get(n, 0.0) for n in robot.names])
+            goal = robot.monitor.last_goal.copy()
+            goal[:9] = clear[:9]
+            for _ in range(10):
+                robot.step(goal)
+            assert np.all(np.abs(robot.read().position[:9] - clear[:9]) <= tw.cfg.reset.tolerance_rad)
+
+            report = reset_claw(robot, 0.0)
+            assert report.attempts == 1 and report.current_stops == 0, report
+            pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
+            q = robot.read().position
+            assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
+        finally:
+            robot.close()
+
+
+def test_a_finger_reaching_over_the_valve_lifts_its_tip_before_it_swings_out() -> None:
+    """f2 as one real-time training episode ended (middle joint far in over the valve, tip joint
+    bent back down): swung straight to the pose, its tip dragged over the hub and stuck there (a
+    miss, or a current stop). Tip-first, it reaches the pose at the first attempt."""
+    with running_twin("hardware_configs/claw.yaml") as tw:
+        robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
+        try:
+            robot.recover()
+            reset_claw(robot, -2.26)
+            f2 = [i for i, n in enumerate(robot.names) if n.startswith("f2_")]
+            start = robot.monitor.last_goal.copy()
+            end = start.copy()
+            end[f2] = [-0.01, -0.96, 0.89]
+            for k in range(30):
+                robot.step(start + (end - start) * min(1.0, (k + 1) / 20))
+            assert robot.read().position[f2[1]] < -0.8
+
+            report = reset_claw(robot, 0.0)
+            assert report.attempts == 1 and report.current_stops == 0, report
+            pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
+            q = robot.read().position
+            assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
+        finally:
+            robot.close()

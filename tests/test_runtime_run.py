@@ -47,6 +47,13 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     assert sac["critic_layer_norm"] is True and sac["critic_lr"] == sac["actor_lr"] == 1e-3
     rows = _chunks(out)
     assert list(rows["step"]) == list(range(500))
+    # Every episode's start is logged with how the claw's own reset went.
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resets = [x for x in logged if x["kind"] == "reset"]
+    episodes = sum(x["kind"] == "episode" for x in logged)  # evaluation episodes included
+    assert len(resets) in (episodes, episodes + 1), (len(resets), episodes)  # + the episode under way at the end
+    assert all(x["reset_attempts"] >= 1 and x["reset_current_stops"] >= 0 and x["reset_duration_s"] > 0 for x in resets), resets[:3]
+    assert [x["episode"] for x in resets] == list(range(len(resets)))
     v = rows["policy_version"]
     assert (v[:256] == 0).all() and v[-1] > 0 and (np.diff(v[256:]) >= 0).all()  # random first, then newer policies
     cap = cv2.VideoCapture(summary["video"])

@@ -100,4 +100,4 @@ class ClawValveTurnEnv(RobotEnv):
         self.reset_report = reset_claw(self.robot, start, human_help=self.human_help)
         r = self.reset_report
         return {"target_rad": self.target_rad, "start_rad": r.valve_start_rad, "reset_attempts": r.attempts,
-                "reset_disentangled": list(r.disentangled), "reset_duration_s": r.duration_s}
+                "reset_disentangled": list(r.disentangled), "reset_current_stops": r.current_stops, "reset_duration_s": r.duration_s}

@@ -75,7 +75,8 @@ def percentiles(x: list[float] | np.ndarray) -> dict[str, float]:
 class Collector:
     """Run `env` in a thread. act(obs) -> (action, version); sink(Transition) gets every step.
 
-    max_steps: stop after this many env steps (None: until stop()). seed: the first reset's seed."""
+    max_steps: stop after this many env steps (None: until stop()). seed: the first reset's seed.
+    on_reset(info): called with each finished reset's info (how the robot's own reset went)."""
 
     def __init__(
         self,
@@ -87,8 +88,10 @@ class Collector:
         seed: int | None = None,
         resetting: Any = None,
         realtime: bool = False,
+        on_reset: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.env = env
+        self.on_reset = on_reset
         self.act = act
         self.sink = sink
         self.max_steps = max_steps
@@ -141,12 +144,14 @@ class Collector:
         self.resetting.set()
         self._reset_t0 = t0 = time.monotonic()
         try:
-            obs, _ = self.env.reset(seed=self.seed if self.episodes == 0 else None)
+            obs, info = self.env.reset(seed=self.seed if self.episodes == 0 else None)
         finally:
             self._reset_done_s += time.monotonic() - t0
             self._reset_t0 = None
             self.resetting.clear()
         self.episode_step = 0
+        if self.on_reset is not None:
+            self.on_reset(info)
         return obs
 
     def _run(self) -> None:
