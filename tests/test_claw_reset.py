@@ -10,11 +10,13 @@ simulated time, so the fingers do not fall."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from _twin_inproc import BUS, running_twin
-from robosac.robots.claw_reset import ResetError, reset_claw
+from robosac.robots.claw_reset import ResetError, reset_claw, valve_goal_rad
 from robosac.robots.robot import HardwareRobot
 
 F0_MIDDLE_ID = 2  # hardware_configs/claw.yaml
@@ -103,5 +105,39 @@ def test_a_finger_reaching_over_the_valve_lifts_its_tip_before_it_swings_out() -
             pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
             q = robot.read().position
             assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
+        finally:
+            robot.close()
+
+
+@pytest.mark.parametrize(
+    "q, start, want",
+    [
+        (math.pi + 0.05, 0.0, 0.0),  # half a turn on (the policy overshot the target pi): back, not on to 2 pi
+        (-math.pi - 0.05, 0.0, 0.0),
+        (10 * math.pi + 0.2, 0.0, 10 * math.pi),  # a full turn away is not unwound in one reset ...
+        (0.3, 1.0, 1.0),
+        (4.0, -1.0, 2 * math.pi - 1.0),  # ... nor is a move longer than 3/4 of a turn taken
+        (627.9, 0.0, 198 * math.pi),  # past half the limit: one more turn towards zero
+        (-627.9, 0.0, -198 * math.pi),
+    ],
+)
+def test_the_valve_goal_unwinds_the_policys_turns(q: float, start: float, want: float) -> None:
+    assert valve_goal_rad(q, start, 628.0) == pytest.approx(want)
+
+
+def test_the_valve_goes_back_the_way_it_came_on_the_twin() -> None:
+    """Episode after episode the policy turned the valve half a turn and a little more the same way;
+    the reset, taking the shortest way on, wound the valve up to the config's 100-turn limit
+    (627.999 rad) and failed there after 315 episodes. Now it goes back."""
+    with running_twin("hardware_configs/claw.yaml") as tw:
+        robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
+        try:
+            robot.recover()
+            reset_claw(robot, 0.0)
+            for _ in range(3):
+                reset_claw(robot, math.pi - 0.2)
+                reset_claw(robot, math.pi + 0.2)  # on past half a turn, where the policy left it
+                report = reset_claw(robot, 0.0)
+                assert abs(report.valve_start_rad) < 0.1, report
         finally:
             robot.close()

@@ -14,8 +14,9 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    (they are neither dropped limp nor counted as missed);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
-4. the valve servo drives the valve to the start angle (the nearest equivalent multi-turn angle,
-   so it turns at most half a turn), holds it briefly, then goes limp.
+4. the valve servo drives the valve to the start angle (`valve_goal_rad`: at most 3/4 of a turn
+   away, the equivalent multi-turn angle nearest zero, so the turns the policy made are unwound),
+   holds it briefly, then goes limp.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from robosac.hal.units import wrap_angle
 from robosac.robots.robot import Robot, RobotState
 from robosac.robots.safety import SafetyStop
 
-__all__ = ["ResetError", "ClawResetReport", "reset_claw"]
+__all__ = ["ResetError", "ClawResetReport", "reset_claw", "valve_goal_rad"]
 
 VALVE = "valve"
 VALVE_TOLERANCE_RAD = 0.05
@@ -119,6 +120,24 @@ def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: di
     return _drive(robot, pose, finger_mask, tol, timeout_s, report)
 
 
+def valve_goal_rad(q_rad: float, start_rad: float, limit_rad: float) -> float:
+    """The multi-turn valve angle to reset to, rad: one equivalent to start_rad (mod 2 pi).
+
+    Of the equivalent angles at most 1.5 pi away from q_rad (there is always one within pi), the
+    one nearest zero: a valve the policy left half a turn on is taken back rather than on, so
+    episode after episode of turning the same way does not wind the servo's multi-turn count up.
+    (Taking the shortest way did: one real-time run hit the config's 100-turn limit at episode 315,
+    BENCHMARKS.md.) A valve already more than half of limit_rad out (spun by the policy) goes one
+    more turn towards zero.
+    """
+    base = q_rad + float(wrap_angle(start_rad - q_rad))
+    near = [base + k * 2 * math.pi for k in (-1, 0, 1) if abs(base + k * 2 * math.pi - q_rad) <= 1.5 * math.pi]
+    goal = min(near, key=abs)
+    if abs(goal) > 0.5 * limit_rad:
+        goal -= math.copysign(2 * math.pi, goal)
+    return goal
+
+
 def reset_claw(
     robot: Robot,
     start_angle_rad: float,
@@ -161,15 +180,16 @@ def reset_claw(
             continue
         break
 
-    # The valve: drive to the start angle by the shortest way, then limp.
+    # The valve: drive to the start angle (unwinding the turns the policy made), then limp.
     robot.set_torque(True, [VALVE])
     q_v = (robot.last_state or robot.read()).position[v]
-    target = q_v + float(wrap_angle(start_angle_rad - q_v))
+    target = valve_goal_rad(q_v, start_angle_rad, robot.limits_max_rad[v])
     goal = pose.copy()
     goal[v] = target
     vmask = np.zeros(len(names), dtype=bool)
     vmask[v] = True
-    st = _drive(robot, goal, vmask, VALVE_TOLERANCE_RAD, cfg.timeout_s, report)
+    travel_s = abs(target - q_v) / robot.limits.max_speed_rad_s[v]
+    st = _drive(robot, goal, vmask, VALVE_TOLERANCE_RAD, cfg.timeout_s + travel_s, report)
     robot.hold(VALVE_SETTLE_S)
     st = robot.last_state or st
     err = abs(float(wrap_angle(st.position[v] - start_angle_rad)))
