@@ -154,6 +154,10 @@ def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     assert run["backend"] == "hardware" and run["twin"] is True
     assert (out / "eval.mp4").exists() and (out / "learning_curve.png").exists()
+    # A run that stops with an error still reports the twin's audit (here: refused, the directory holds a run).
+    r = _train("hardware_configs/claw.yaml", "--twin", "--steps", "100", "--out", str(out), timeout=300)
+    assert r.returncode == 2 and "already holds a run" in r.stderr, r.stderr[-3000:]
+    assert "twin_servo_limit_violations: {}" in r.stderr, r.stderr[-3000:]
 
 
 @pytest.mark.parametrize("fault", ["servo_overload", "camera_dropped"])

@@ -1,12 +1,14 @@
 """The claw's own reset: fingers to their reset pose, then the valve servo sets the start angle.
 
 Sequence (only joint goals through `Robot.step`, so every move is clipped and rate limited):
-1. valve limp, fingers torque on. A finger away from `reset.pose_rad` (after an episode, usually
-   reaching over the valve) goes there by a path that keeps its tip above the valve: it curls its
-   tip joint to the `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs), swings
-   to the clear pose (tip tucked up, swung out), uncurls its tip out there, and only then do all
-   fingers go to the pose. Swung straight to the pose, the tip dragged on the hub, or came down on a
-   prong's end when a prong sat under the finger, at the current cap (BENCHMARKS.md);
+1. valve limp, fingers torque on. A finger away from `reset.pose_rad` goes there by a path that
+   keeps its tip off the valve: one reaching in over the valve first curls its tip joint to the
+   `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs) and then swings out to
+   the clear pose; one whose tip is out already, or hangs straight at the prongs' height (limp
+   after power-up or a stop), swings out first, its tip as it is (curled, it would sweep into
+   the hub). Out there the tip joint goes to its pose value, and only then do all fingers go to
+   the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a prong's end
+   when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
    jammed) is tried again by the same path. A current stop (every servo switched off) halts the
    finger that tripped it: torque comes back on at once where every joint is (the valve limp
@@ -37,6 +39,9 @@ __all__ = ["ResetError", "ClawResetReport", "reset_claw", "valve_goal_rad"]
 VALVE = "valve"
 VALVE_TOLERANCE_RAD = 0.05
 VALVE_SETTLE_S = 0.2
+# A finger reaches in over the valve when its middle joint is past straight (< 0) or its tip link
+# points in (middle + bottom) by more than this, rad.
+REACH_IN_RAD = 0.3
 
 
 class ResetError(RuntimeError):
@@ -105,12 +110,16 @@ def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: di
         goal = pose.copy()
         mask = np.zeros(len(pose), dtype=bool)
         for idx in away:
-            goal[idx] = st.position[idx]
-            goal[idx[-1]] = clear[idx[-1]]  # curl the tip, the rest of the finger where it is
+            q = st.position[idx]
+            goal[idx] = q
+            if q[-2] < 0 or q[-2] + q[-1] < -REACH_IN_RAD:
+                goal[idx[-1]] = clear[idx[-1]]  # reaching in over the valve: curl the tip up first
+            else:
+                goal[idx[:-1]] = clear[idx[:-1]]  # tip out or hanging at the prongs' height: swing out first
             mask[idx] = True
         st = _drive(robot, goal, mask, tol, timeout_s, report)
         for idx in away:
-            goal[idx] = clear[idx]  # swing out, tip tucked
+            goal[idx[:-1]] = clear[idx[:-1]]  # swung out, the tip as it is
         st = _drive(robot, goal, mask, tol, timeout_s, report)
         for idx in away:
             goal[idx[-1]] = pose[idx[-1]]  # uncurl the tip outside the prongs

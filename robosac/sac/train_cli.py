@@ -187,16 +187,23 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
                     learner_threads=args.threads or 1)
     describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels,
                 "env_kwargs": args.env_kwargs}
+    error: Exception | None = None
     try:
         summary = train_async(lambda: gym.make(env_id, **kwargs), cfg, out, resume=args.resume is not None,
                               describe=describe, progress=not args.no_progress)
     except (RunError, ConfigError, ValueError) as exc:
-        print(f"robosac train: {exc}", file=sys.stderr)
-        return 2
+        error = exc
     finally:
         twin_stats = twin.stop() if twin is not None else None
+    # The twin's own audit of what reached the servos (the safety monitor should keep it {}),
+    # reported for a run that stopped too.
+    audit = twin_stats.get("servo_limit_violations") if twin_stats is not None else None
+    if error is not None:
+        print(f"robosac train: {error}", file=sys.stderr)
+        if twin_stats is not None:
+            print(f"robosac train: twin_servo_limit_violations: {json.dumps(audit)}", file=sys.stderr)
+        return 2
     if twin_stats is not None:
-        # The twin's own audit of what reached the servos (the safety monitor should keep it {}).
-        summary["twin_servo_limit_violations"] = twin_stats.get("servo_limit_violations")
+        summary["twin_servo_limit_violations"] = audit
     print(json.dumps({"target": args.target, **summary}), flush=True)
     return 0
