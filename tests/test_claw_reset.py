@@ -17,6 +17,7 @@ import pytest
 
 from _twin_inproc import BUS, running_twin
 from robosac.robots.claw_reset import ResetError, reset_claw, valve_goal_rad
+from robosac.config import RobotConfig
 from robosac.robots.robot import HardwareRobot
 
 F0_MIDDLE_ID = 2  # hardware_configs/claw.yaml
@@ -57,6 +58,15 @@ def test_a_current_stop_on_one_finger_neither_drops_nor_fails_the_others() -> No
             robot.close()
 
 
+def _resets_cleanly(robot: HardwareRobot, cfg: RobotConfig) -> None:
+    """One attempt, no current stop, every finger at its reset pose."""
+    report = reset_claw(robot, 0.0)
+    assert report.attempts == 1 and report.current_stops == 0, report
+    pose = np.array([cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
+    q = robot.read().position
+    assert np.all(np.abs(q[:9] - pose[:9]) <= cfg.reset.tolerance_rad), q
+
+
 def test_fingers_over_the_prongs_come_down_outside_them() -> None:
     """With a prong under every finger (valve at -pi/3) and the fingers tucked at the clear pose (tips
     above the prongs' ends), the old straight move to the reset pose uncurled each tip onto a prong's
@@ -74,11 +84,7 @@ def test_fingers_over_the_prongs_come_down_outside_them() -> None:
                 robot.step(goal)
             assert np.all(np.abs(robot.read().position[:9] - clear[:9]) <= tw.cfg.reset.tolerance_rad)
 
-            report = reset_claw(robot, 0.0)
-            assert report.attempts == 1 and report.current_stops == 0, report
-            pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
-            q = robot.read().position
-            assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
+            _resets_cleanly(robot, tw.cfg)
         finally:
             robot.close()
 
@@ -100,11 +106,7 @@ def test_a_finger_reaching_over_the_valve_lifts_its_tip_before_it_swings_out() -
                 robot.step(start + (end - start) * min(1.0, (k + 1) / 20))
             assert robot.read().position[f2[1]] < -0.8
 
-            report = reset_claw(robot, 0.0)
-            assert report.attempts == 1 and report.current_stops == 0, report
-            pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
-            q = robot.read().position
-            assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
+            _resets_cleanly(robot, tw.cfg)
         finally:
             robot.close()
 
