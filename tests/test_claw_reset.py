@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from _twin_inproc import BUS, running_twin
-from robosac.robots.claw_reset import ResetError, reset_claw, valve_goal_rad
 from robosac.config import RobotConfig
+from robosac.robots.claw_reset import ResetError, reset_claw, valve_goal_rad
 from robosac.robots.robot import HardwareRobot
 
 F0_MIDDLE_ID = 2  # hardware_configs/claw.yaml
