@@ -188,13 +188,13 @@ def train_async(
                 st["eval"] = (st["step"] >= cfg.learning_starts and cfg.eval_every_episodes > 0
                               and st["episode"] % cfg.eval_every_episodes == 0)
 
-        # Learning pauses while the robot resets itself (the reset routine gets the CPU). A paced
-        # (hardware) loop asks for SCHED_FIFO; the sim backend runs flat out and must not hog a core.
         def on_reset(info: dict[str, Any]) -> None:
             # How the robot's own reset went (attempts, current stops, duration): a reset that
             # fails later is diagnosed from the ones before it.
             log("reset", step=st["step"], episode=st["episode"], **{k: v for k, v in info.items() if k.startswith("reset_")})
 
+        # Learning pauses while the robot resets itself (the reset routine gets the CPU). A paced
+        # (hardware) loop asks for SCHED_FIFO; the sim backend runs flat out and must not hog a core.
         col = Collector(env, act, sink, max_steps=cfg.steps - step0, seed=cfg.seed + step0, resetting=learner.pause_event,
                         realtime=getattr(env.unwrapped, "backend", "sim") == "hardware", on_reset=on_reset).start()
         t_last, u_last = time.monotonic(), 0
