@@ -101,11 +101,16 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
     return st
 
 
+def _off_pose(q: np.ndarray, pose: np.ndarray, fingers: dict[str, list[int]], tol: float) -> list[str]:
+    """The fingers with a joint further than tol from its pose value (q, pose: rad, every joint)."""
+    return [f for f, idx in fingers.items() if np.any(np.abs(q[idx] - pose[idx]) > tol)]
+
+
 def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: dict[str, list[int]], tol: float,
                   timeout_s: float, report: ClawResetReport) -> RobotState:
     """Step 1 of the module docstring. fingers: name -> joint indices, base to tip."""
     st = robot.last_state or robot.read()
-    away = [idx for idx in fingers.values() if np.any(np.abs(st.position[idx] - pose[idx]) > tol)]
+    away = [fingers[f] for f in _off_pose(st.position, pose, fingers, tol)]
     if away:
         goal = pose.copy()
         mask = np.zeros(len(pose), dtype=bool)
@@ -172,7 +177,7 @@ def reset_claw(
         for _ in range(cfg.max_attempts):
             report.attempts += 1
             st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report)
-            missed = [f for f, idx in fingers.items() if np.any(np.abs(st.position[idx] - pose[idx]) > cfg.tolerance_rad)]
+            missed = _off_pose(st.position, pose, fingers, cfg.tolerance_rad)
             if not missed:
                 break
             report.disentangled.extend(missed)
