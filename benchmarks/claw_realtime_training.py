@@ -15,7 +15,8 @@ must be {}), and the evaluation's success rate, return and score.
     MUJOCO_GL=egl .venv/bin/python benchmarks/claw_realtime_training.py [--steps 26000] [--seed 0]
 
 Steps for a 60-minute budget on a 2-core machine: 10 Hz with 8 s episodes, resets and the current
-stops between them made 7.4 steps/s (2026-12-02, 31 min measured), so 26 000 steps is ~59 minutes. Writes
+stops between them made 7.4 steps/s (2026-12-02, 31 min measured), so 26 000 steps is ~59 minutes. The
+learner (one thread, CrossQ 512x512, ~17 updates/s alone on a core) keeps up at one update per step. Writes
 benchmarks/results/claw_realtime_training.json (and the run directory, --out).
 """
 
@@ -49,8 +50,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-episodes", type=int, default=20)
     ap.add_argument("--out", default="runs/claw_realtime")
-    ap.add_argument("--train-args", nargs="*", default=["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3"],
-                    help="more `robosac train` options (default: the claw's tuned settings, lr 1e-3 and CrossQ)")
+    ap.add_argument("--train-args", nargs="*", default=["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512"],
+                    help="more `robosac train` options (default: the claw's tuned settings, as in learning.py: lr 1e-3, CrossQ, 512x512)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "claw_realtime_training.json"))
     args = ap.parse_args()
 

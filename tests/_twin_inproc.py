@@ -17,7 +17,7 @@ os.environ.setdefault("LP_NUM_THREADS", "1")
 from robosac.config import RobotConfig, load_config  # noqa: E402
 from sim.camera_server import CameraStreamer, MjpegServer  # noqa: E402
 from sim.dxl import ServoChain  # noqa: E402
-from sim.mujoco_sim import MujocoSim  # noqa: E402
+from sim.twin_cli import make_sim  # noqa: E402
 from sim.realtime import RealtimeTwin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +26,10 @@ BUS = dict(margin_ms=20.0, reopen_backoff_s=0.02)
 
 
 class InprocTwin:
-    def __init__(self, config: str, fps: float | None = None) -> None:
+    def __init__(self, config: str, fps: float | None = None, randomize_seed: int | None = None) -> None:
         self.cfg: RobotConfig = load_config(ROOT / config)
-        self.sim = MujocoSim(self.cfg, torque=False)
+        # randomize_seed: the model as `robosac twin` runs it by default, randomised once from it.
+        self.sim = make_sim(self.cfg, seed=randomize_seed, randomize=randomize_seed is not None)
         self.twin = RealtimeTwin(self.sim)
         self.chain = ServoChain.from_config(self.cfg, joints=self.twin.joint_models())
         self.server = MjpegServer(port=0)
@@ -64,8 +65,8 @@ class InprocTwin:
 
 
 @contextmanager
-def running_twin(config: str, fps: float | None = None) -> Iterator[InprocTwin]:
-    t = InprocTwin(config, fps).start()
+def running_twin(config: str, fps: float | None = None, randomize_seed: int | None = None) -> Iterator[InprocTwin]:
+    t = InprocTwin(config, fps, randomize_seed).start()
     try:
         yield t
     finally:

@@ -17,6 +17,7 @@ import pytest
 
 from _twin_inproc import BUS, running_twin
 from robosac.config import RobotConfig
+from robosac.robots import claw_reset
 from robosac.robots.claw_reset import ResetError, reset_claw, valve_goal_rad
 from robosac.robots.robot import HardwareRobot
 
@@ -107,6 +108,54 @@ def test_a_finger_reaching_over_the_valve_lifts_its_tip_before_it_swings_out() -
             assert robot.read().position[f2[1]] < -0.8
 
             _resets_cleanly(robot, tw.cfg)
+        finally:
+            robot.close()
+
+
+def _f0_bent_out_over_the_valve(robot: HardwareRobot) -> None:
+    """f0 as one real-time training episode ended (seed 1 at 512x512, step 3 580): middle joint in
+    over the valve, tip joint bent out (middle + tip > 0), valve at 1.9 rad, on the twin randomised
+    as that run's was (seed 0)."""
+    reset_claw(robot, 1.9)
+    f0 = [i for i, n in enumerate(robot.names) if n.startswith("f0_")]
+    start = robot.monitor.last_goal.copy()
+    end = start.copy()
+    end[f0] = [0.04, -0.92, 1.43]
+    for k in range(30):
+        robot.step(start + (end - start) * min(1.0, (k + 1) / 20))
+    q = robot.read().position
+    assert q[f0[1]] < -0.8 and q[f0[2]] > 1.2, q
+
+
+def test_a_finger_with_its_tip_bent_out_swings_out_first() -> None:
+    """Curling that tip first swept it into the hub, where it wedged at the current cap, and every
+    later move of the finger tripped again: ResetError after 3 attempts. Swung out first, it clears."""
+    with running_twin("hardware_configs/claw.yaml", randomize_seed=0) as tw:
+        robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
+        try:
+            robot.recover()
+            _f0_bent_out_over_the_valve(robot)
+            _resets_cleanly(robot, tw.cfg)
+        finally:
+            robot.close()
+
+
+def test_a_finger_that_trips_backs_out_the_way_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the order rule forced wrong (tip first for the bent-out f0), curling the tip trips a
+    current stop. f0 backs out to where that move began, free, and the rest of the path (swing out,
+    uncurl, pose) gets it there in the same attempt. Held where it stopped instead, the tip stayed
+    wedged and every later move tripped again: ResetError after 3 attempts."""
+    monkeypatch.setattr(claw_reset, "_reaches_in", lambda middle_rad, tip_rad: True)
+    with running_twin("hardware_configs/claw.yaml", randomize_seed=0) as tw:
+        robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
+        try:
+            robot.recover()
+            _f0_bent_out_over_the_valve(robot)
+            report = reset_claw(robot, 0.0)
+            assert report.current_stops >= 1 and report.attempts == 1, report
+            pose = np.array([tw.cfg.reset.pose_rad.get(n, 0.0) for n in robot.names])
+            q = robot.read().position
+            assert np.all(np.abs(q[:9] - pose[:9]) <= tw.cfg.reset.tolerance_rad), q
         finally:
             robot.close()
 

@@ -430,7 +430,7 @@ def test_stuck_finger_is_disentangled_and_retried(claw_twin) -> None:
     env.reset(seed=0)
     for _ in range(10):  # move finger 0 away from its reset pose
         env.step(np.array([0, -1, 1, 0, 0, 0, 0, 0, 0], np.float32))
-    tw.chain.faults.jam(2, seconds=4.0)  # f0_middle cannot move for 4 s: longer than one attempt's moves
+    tw.chain.faults.jam(2, seconds=7.0)  # f0_middle cannot move for 7 s: longer than one attempt
     obs, info = env.reset()
     assert info["reset_attempts"] >= 2 and "f0" in info["reset_disentangled"]
     truth = tw.twin.ground_truth()["joints"]

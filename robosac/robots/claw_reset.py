@@ -2,18 +2,19 @@
 
 Sequence (only joint goals through `Robot.step`, so every move is clipped and rate limited):
 1. valve limp, fingers torque on. A finger away from `reset.pose_rad` goes there by a path that
-   keeps its tip off the valve: one reaching in over the valve first curls its tip joint to the
-   `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs) and then swings out to
-   the clear pose; one whose tip is out already, or hangs straight at the prongs' height (limp
-   after power-up or a stop), swings out first, its tip as it is (curled, it would sweep into
-   the hub). Out there the tip joint goes to its pose value, and only then do all fingers go to
+   keeps its tip off the valve: one reaching in over the valve (`_reaches_in`) first curls its
+   tip joint to the `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs) and
+   then swings out to the clear pose; one whose tip is out already, or hangs straight at the
+   prongs' height (limp after power-up or a stop), swings out first, its tip as it is (curled, it
+   would sweep into the hub). Out there the tip joint goes to its pose value, and only then do all fingers go to
    the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a prong's end
    when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
    jammed) is tried again by the same path. A current stop (every servo switched off) halts the
    finger that tripped it: torque comes back on at once where every joint is (the valve limp
-   again), that finger's goal in this move becomes where it is, and the other fingers carry on
-   (they are neither dropped limp nor counted as missed);
+   again), that finger backs out to where it was when that move began (the next move of the path
+   goes on from there), and the other fingers carry on (they are neither dropped limp nor counted
+   as missed);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
 4. the valve servo drives the valve to the start angle (`valve_goal_rad`: at most 3/4 of a turn
@@ -77,10 +78,14 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
     switched every servo off) halts only the finger that tripped it: the robot recovers at once
     (torque on where every joint is, no limp settle: limp fingers would fall onto the valve), the
     joints that were limp go limp again (the valve during the finger moves: held in place, it would
-    keep a finger hooked on a prong pressing at the current cap), the tripping finger's goal becomes
-    where it is (it stops pushing; the caller sees it miss), and the other joints carry on."""
+    keep a finger hooked on a prong pressing at the current cap), the tripping finger goes back to
+    where it was when this move began (pushed on, a tip wedged against the hub stays wedged; backed
+    out, it is free again), or stays where it is if it trips on the way back, and the other joints
+    carry on. The caller sees the tripping finger miss."""
     goal, mask = goal.copy(), mask.copy()
     st = robot.last_state or robot.read()
+    start = st.position.copy()
+    backed = np.zeros(len(goal), dtype=bool)
     limp = [n for n, on in zip(robot.names, robot.torque_on) if not on]  # read before a stop turns all off
     for _ in range(max(1, int(math.ceil(timeout_s / robot.dt_s)))):
         try:
@@ -94,8 +99,11 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
                 robot.set_torque(False, limp)
             st = robot.last_state or robot.read()
             held = np.isin([n.split("_")[0] for n in robot.names], [ev.joint.split("_")[0] for ev in e.events])
-            goal[held] = st.position[held]
-            mask &= ~held
+            back = held & ~backed
+            goal[back] = start[back]  # back the way it came: it was free there
+            goal[held & backed] = st.position[held & backed]  # stopped again on the way back: stay
+            backed |= held
+            mask = (mask & ~held) | back
         if np.all(np.abs(st.position[mask] - goal[mask]) <= tol):
             break
     return st
@@ -104,6 +112,14 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
 def _off_pose(q: np.ndarray, pose: np.ndarray, fingers: dict[str, list[int]], tol: float) -> list[str]:
     """The fingers with a joint further than tol from its pose value (q, pose: rad, every joint)."""
     return [f for f, idx in fingers.items() if np.any(np.abs(q[idx] - pose[idx]) > tol)]
+
+
+def _reaches_in(middle_rad: float, tip_rad: float) -> bool:
+    """Whether a finger reaches in over the valve, so its tip must curl up before it swings out:
+    its tip link points in (middle + tip < -REACH_IN_RAD), or its middle joint is past straight
+    (< 0) while the tip link does not point out (< REACH_IN_RAD). A tip bent out (middle -0.92,
+    tip +1.43 rad, one real-time run) curled into the hub and wedged there; swung out, it cleared."""
+    return middle_rad + tip_rad < -REACH_IN_RAD or (middle_rad < 0 and middle_rad + tip_rad < REACH_IN_RAD)
 
 
 def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: dict[str, list[int]], tol: float,
@@ -117,7 +133,7 @@ def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: di
         for idx in away:
             q = st.position[idx]
             goal[idx] = q
-            if q[-2] < 0 or q[-2] + q[-1] < -REACH_IN_RAD:
+            if _reaches_in(q[-2], q[-1]):
                 goal[idx[-1]] = clear[idx[-1]]  # reaching in over the valve: curl the tip up first
             else:
                 goal[idx[:-1]] = clear[idx[:-1]]  # tip out or hanging at the prongs' height: swing out first
