@@ -17,8 +17,8 @@ os.environ.setdefault("LP_NUM_THREADS", "1")
 from robosac.config import RobotConfig, load_config  # noqa: E402
 from sim.camera_server import CameraStreamer, MjpegServer  # noqa: E402
 from sim.dxl import ServoChain  # noqa: E402
-from sim.twin_cli import make_sim  # noqa: E402
 from sim.realtime import RealtimeTwin  # noqa: E402
+from sim.twin_cli import make_sim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # On a 2-core machine shared with pytest, replies need more than the 2 ms real servos need.

@@ -6,8 +6,8 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    tip joint to the `reset.clear_pose_rad` value (the tip lifts off the hub and the prongs) and
    then swings out to the clear pose; one whose tip is out already, or hangs straight at the
    prongs' height (limp after power-up or a stop), swings out first, its tip as it is (curled, it
-   would sweep into the hub). Out there the tip joint goes to its pose value, and only then do all fingers go to
-   the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a prong's end
+   would sweep into the hub). Out there the tip joint goes to its pose value, and only then do all
+   fingers go to the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a prong's end
    when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
    jammed) is tried again by the same path. A current stop (every servo switched off) halts the
@@ -81,7 +81,7 @@ def _drive(robot: Robot, goal: np.ndarray, mask: np.ndarray, tol: float, timeout
     keep a finger hooked on a prong pressing at the current cap), the tripping finger goes back to
     where it was when this move began (pushed on, a tip wedged against the hub stays wedged; backed
     out, it is free again), or stays where it is if it trips on the way back, and the other joints
-    carry on. The caller sees the tripping finger miss."""
+    carry on. The caller's next move goes on from where the tripping finger ended up."""
     goal, mask = goal.copy(), mask.copy()
     st = robot.last_state or robot.read()
     start = st.position.copy()
