@@ -7,8 +7,8 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    then swings out to the clear pose; one whose tip is out already, or hangs straight at the
    prongs' height (limp after power-up or a stop), swings out first, its tip as it is (curled, it
    would sweep into the hub). Out there the tip joint goes to its pose value, and only then do all
-   fingers go to the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a prong's end
-   when a prong sat under the finger, at the current cap (BENCHMARKS.md);
+   fingers go to the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a
+   prong's end when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
    jammed) is tried again by the same path. A current stop (every servo switched off) halts the
    finger that tripped it: torque comes back on at once where every joint is (the valve limp
