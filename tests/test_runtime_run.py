@@ -22,6 +22,17 @@ def _train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """`robosac ARGS` in this process (robosac.cli.main, what the console script calls): (rc, stdout, stderr).
+    For the calls that need no process of their own; `_train` runs the module as a user would."""
+    from robosac import cli
+
+    capsys.readouterr()
+    rc = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def _chunks(out: Path) -> dict[str, np.ndarray]:
     rows: dict[str, list[np.ndarray]] = {}
     for p in sorted((out / "replay").glob("chunk_*.npz")):
@@ -31,7 +42,7 @@ def _chunks(out: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
+def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
@@ -68,8 +79,8 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     vids = sorted((out / "videos").glob("eval_step*.mp4"))
     assert vids and all(int(cv2.VideoCapture(str(v)).get(cv2.CAP_PROP_FRAME_COUNT)) == 80 for v in vids)
     # A second run into the same directory is refused; --resume continues to the new total.
-    r = _train(*common, "--steps", "600")
-    assert r.returncode == 2 and "already holds a run" in r.stderr
+    rc, _, err = _cli(capsys, "train", *common, "--steps", "600", "--no-progress")
+    assert rc == 2 and "already holds a run" in err
     r = _train(*common, "--steps", "700", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 700
@@ -80,48 +91,47 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path) -> None:
     # A corrupt learner checkpoint: a clear error, no silent restart from scratch.
     good = (out / "learner.pt").read_bytes()
     (out / "learner.pt").write_bytes(good[: len(good) // 2])
-    r = _train(*common, "--steps", "800", "--resume")
-    assert r.returncode == 2 and "cannot resume from" in r.stderr and "learner.pt" in r.stderr
+    rc, _, err = _cli(capsys, "train", *common, "--steps", "800", "--resume", "--no-progress")
+    assert rc == 2 and "cannot resume from" in err and "learner.pt" in err
     (out / "learner.pt").write_bytes(good)
     # robosac eval replays the trained policy (built with the run's SAC settings) and records a video.
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "2", "--video", str(tmp_path / "e.mp4")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    ev = json.loads(r.stdout.strip().splitlines()[-1])
+    rc, stdout, err = _cli(capsys, "eval", str(out), "--episodes", "2", "--video", str(tmp_path / "e.mp4"))
+    assert rc == 0, err[-2000:]
+    ev = json.loads(stdout.strip().splitlines()[-1])
     assert len(ev["returns"]) == 2 and ev["updates"] > 0 and Path(ev["video"]).exists()
     # ... from another of the twin's cameras; a camera the model lacks is named with those it has.
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "1", "--video", str(tmp_path / "side.mp4"),
-                        "--video-camera", "side"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    rc, _, err = _cli(capsys, "eval", str(out), "--episodes", "1", "--video", str(tmp_path / "side.mp4"), "--video-camera", "side")
+    assert rc == 0, err[-2000:]
     cap = cv2.VideoCapture(str(tmp_path / "side.mp4"))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FRAME_COUNT)) == (320, 240, 80)
     cap.release()
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video", str(tmp_path / "roof.mp4"), "--video-camera", "roof"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "'roof'" in r.stderr and "'side'" in r.stderr and not (tmp_path / "roof.mp4").exists()
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--video-camera", "side"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--video PATH" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "not a finished robot run" in r.stderr
+    rc, _, err = _cli(capsys, "eval", str(out), "--video", str(tmp_path / "roof.mp4"), "--video-camera", "roof")
+    assert rc == 2 and "'roof'" in err and "'side'" in err and not (tmp_path / "roof.mp4").exists()
+    rc, _, err = _cli(capsys, "eval", str(out), "--video-camera", "side")
+    assert rc == 2 and "--video PATH" in err
+    rc, _, err = _cli(capsys, "eval", str(tmp_path))
+    assert rc == 2 and "not a finished robot run" in err
 
 
-def test_nothing_to_resume_and_unknown_targets(tmp_path: Path) -> None:
-    r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--sac", "critic_dropout=lots")
-    assert r.returncode == 2 and "--sac: SAC setting critic_dropout: invalid value 'lots'" in r.stderr
-    r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--resume", str(tmp_path))
-    assert r.returncode == 2 and "nothing to resume" in r.stderr
-    r = _train("robosac/Nope-v0", "--steps", "10", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "robosac/ClawValveTurn-v0" in r.stderr
-    r = _train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "valve=1")
-    assert r.returncode == 2 and "--env: env setting 'valve' is not one" in r.stderr and "valve_in_state" in r.stderr
-    r = _train("Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "variant=random")
-    assert r.returncode == 2 and "--env applies to robot envs" in r.stderr
+def test_nothing_to_resume_and_unknown_targets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def train(*args: str) -> tuple[int, str]:
+        rc, _, err = _cli(capsys, "train", *args, "--no-progress")
+        return rc, err
+
+    rc, err = train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--sac", "critic_dropout=lots")
+    assert rc == 2 and "--sac: SAC setting critic_dropout: invalid value 'lots'" in err
+    rc, err = train("robosac/ClawValveTurn-v0", "--steps", "10", "--resume", str(tmp_path))
+    assert rc == 2 and "nothing to resume" in err
+    rc, err = train("robosac/Nope-v0", "--steps", "10", "--out", str(tmp_path / "x"))
+    assert rc == 2 and "robosac/ClawValveTurn-v0" in err
+    rc, err = train("robosac/ClawValveTurn-v0", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "valve=1")
+    assert rc == 2 and "--env: env setting 'valve' is not one" in err and "valve_in_state" in err
+    rc, err = train("Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "variant=random")
+    assert rc == 2 and "--env applies to robot envs" in err
     assert not (tmp_path / "x").exists()
 
 
-def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path: Path) -> None:
+def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
                "--env", "frame_stack=2", "--steps", "300", "--learning-starts", "256", "--batch-size", "32", "--eval-episodes", "1",
@@ -132,14 +142,12 @@ def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path
     rows = _chunks(out)
     assert rows["obs.state"].shape == (300, 29) and rows["obs.pixels"].shape == (300, 6, 64, 64)  # stored channels-first
     # eval rebuilds the env with the run's settings: a 31-long state or 3-channel frames would not fit the networks.
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", "eval", str(out), "--episodes", "1"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(json.loads(r.stdout.strip().splitlines()[-1])["returns"]) == 1
+    rc, stdout, err = _cli(capsys, "eval", str(out), "--episodes", "1")
+    assert rc == 0, err[-2000:]
+    assert len(json.loads(stdout.strip().splitlines()[-1])["returns"]) == 1
 
 
-def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:
+def test_claw_on_the_real_time_twin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The README's main path, briefly: a hardware config, --twin, training at the control rate."""
     out = tmp_path / "twin"
     r = _train("hardware_configs/claw.yaml", "--twin", "--steps", "100", "--learning-starts", "64", "--batch-size", "32",
@@ -155,9 +163,9 @@ def test_claw_on_the_real_time_twin(tmp_path: Path) -> None:
     assert run["backend"] == "hardware" and run["twin"] is True
     assert (out / "eval.mp4").exists() and (out / "learning_curve.png").exists()
     # A run that stops with an error still reports the twin's audit (here: refused, the directory holds a run).
-    r = _train("hardware_configs/claw.yaml", "--twin", "--steps", "100", "--out", str(out), timeout=300)
-    assert r.returncode == 2 and "already holds a run" in r.stderr, r.stderr[-3000:]
-    assert "twin_servo_limit_violations: {}" in r.stderr, r.stderr[-3000:]
+    rc, _, err = _cli(capsys, "train", str(ROOT / "hardware_configs" / "claw.yaml"), "--twin", "--steps", "100", "--out", str(out), "--no-progress")
+    assert rc == 2 and "already holds a run" in err, err[-3000:]
+    assert "twin_servo_limit_violations: {}" in err, err[-3000:]
 
 
 @pytest.mark.parametrize("fault", ["servo_overload", "camera_dropped"])

@@ -185,3 +185,22 @@ def test_scan_as_a_subprocess_against_robosac_twin() -> None:
             twin.wait(timeout=10)
         except subprocess.TimeoutExpired:
             twin.kill()
+
+
+def test_each_command_imports_its_own_module_only() -> None:
+    """`robosac fault status` or `robosac twin` does not wait for torch; `--help` lists every command."""
+    import subprocess
+
+    from robosac.cli import COMMANDS
+
+    full = build_parser()
+    choices = next(a.choices for a in full._subparsers._group_actions)  # the COMMAND argument's sub-parsers
+    assert list(choices) == list(COMMANDS)  # the table names every registered command, in --help order
+    for command in ("train", "fault", "scan"):
+        assert set(next(a.choices for a in build_parser(command)._subparsers._group_actions)) == {
+            c for c, m in COMMANDS.items() if m == COMMANDS[command]}
+    probe = ("import sys; from robosac.cli import build_parser; build_parser(sys.argv[1]); "
+             "print('torch' in sys.modules)")
+    seen = {c: subprocess.run([sys.executable, "-c", probe, c], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.strip()
+            for c in ("fault", "scan", "train")}
+    assert seen == {"fault": "False", "scan": "False", "train": "True"}, seen
