@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/learner_image_sizes.py [--seconds 5] [--threads 2]
 
-Prints one JSON object; the figures behind the image setting chosen in robosac/sac/bench.py.
+Prints one JSON object; the figures behind the image setting chosen in robosac/sac/bench.py, and
+(`pixel_claw_recipes_updates_per_s`) behind the pixel claw's settings in benchmarks/learning.py: 3 frames stacked,
+plain SAC and CrossQ (policy delay 3) at 32x32, 48x48 and 64x64.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ import torch
 
 from robosac.sac.bench import updates_per_second
 from robosac.sac.perf import tune_learner_process
+from robosac.sac.sac import SACConfig
+
+RECIPES = {  # name: (image px, batch, SACConfig)
+    "sac_64_b256": (64, 256, SACConfig()),
+    "sac_48_b128": (48, 128, SACConfig()),
+    "sac_32_b128": (32, 128, SACConfig(shift_pad=2)),
+    "crossq256_32_b128": (32, 128, SACConfig(crossq=True, policy_delay=3, shift_pad=2)),
+    "crossq512_48_b128": (48, 128, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512))),
+    "crossq512_32_b128": (32, 128, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512), shift_pad=2)),
+}
 
 
 def main() -> None:
@@ -26,7 +38,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = {f"{size}x{size}x{stack}": updates_per_second((size, stack), 128, args.seconds)
             for size, stack in [(48, 1), (64, 1), (48, 3), (64, 3), (84, 1)]}
-    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "batch": 128, "pixel_updates_per_s": rows}))
+    recipes = {name: updates_per_second((size, 3), batch, args.seconds, config=cfg) for name, (size, batch, cfg) in RECIPES.items()}
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "batch": 128, "pixel_updates_per_s": rows,
+                      "pixel_claw_recipes_updates_per_s": recipes}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Tasks (learning-results issue goals, 3 seeds each):
   within 100 000 env steps; speed = the last step's info["score"] (forward progress, m) / 10 s, and
   an evaluation episode that ends terminated (tilt or drop: a fall) counts as speed 0.
 - claw_pixels: ClawValveTurn random (start in [-pi/3, pi/3], target in [-pi, pi)) from the valve
-  camera (64x64, 3 frames stacked) plus the fingers' proprioception and the target, no valve angle
+  camera (32x32, 3 frames stacked) plus the fingers' proprioception and the target, no valve angle
   in the state (`valve_in_state=False`): success >= 80 % over 20 episodes within 100 000 steps.
 
 The env is the default one: domain randomisation on, re-drawn every episode (evaluation episodes
@@ -65,8 +65,12 @@ TASKS = {
     },
     "claw_pixels": {
         "env_id": "robosac/ClawValveTurn-v0", "steps": 100_000, "eval_episodes": 20, "episode_s": 8.0, "pixels": True,
-        "env_kwargs": {"variant": "random", "valve_in_state": False, "frame_stack": 3},
-        "robosac_args": ["--lr", "1e-3"],
+        "env_kwargs": {"variant": "random", "valve_in_state": False, "frame_stack": 3, "image_size": [32, 32]},
+        # The state claw's recipe (CrossQ 512x512), at the size the learner can afford here: 64x64 SAC
+        # at batch 256 made 5.4 updates/s (5 h per run), 32x32 CrossQ 512x512 at batch 128 on 2 threads
+        # 29 (BENCHMARKS.md); the valve's red prong is still several pixels at 32x32.
+        "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
+                         "--sac", "shift_pad=2", "--batch-size", "128", "--threads", "2"],
         "sb3_tuned": {"learning_rate": 1e-3, "learning_starts": 1000},
         "title": "ClawValveTurn random, pixels + fingers, domain randomisation on",
     },

@@ -34,22 +34,23 @@ def _spaces(image: tuple[int, int] | None) -> tuple[spaces.Space, spaces.Box]:
     return spaces.Dict({"state": state, "pixels": img}), act
 
 
-def updates_per_second(image: tuple[int, int] | None, batch_size: int, seconds: float, seed: int = 0) -> float:
+def updates_per_second(image: tuple[int, int] | None, batch_size: int, seconds: float, seed: int = 0,
+                       config: SACConfig | None = None) -> float:
     """Time ``SAC.update`` (sampling included) for ``seconds`` after a warm-up; updates/s.
 
-    ``image``: None for state only, else (size px, frames stacked)."""
+    ``image``: None for state only, else (size px, frames stacked); ``config``: default SACConfig()."""
     obs_space, act_space = _spaces(image)
     obs_space.seed(seed)
-    agent = SAC(obs_space, act_space, SACConfig(), seed=seed)
+    agent = SAC(obs_space, act_space, config or SACConfig(), seed=seed)
     replay = Replay(agent.spec, ACT_DIM, 2_000, seed=seed)
     rng = np.random.default_rng(seed)
     for _ in range(2_000):
         replay.add(obs_space.sample(), rng.uniform(-1, 1, ACT_DIM).astype(np.float32), float(rng.normal()), obs_space.sample(), False)
     for _ in range(5):
-        agent.update(replay.sample(batch_size))
+        agent.update(agent.sample(replay, batch_size))
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        agent.update(replay.sample(batch_size))
+        agent.update(agent.sample(replay, batch_size))
         n += 1
     return n / (time.perf_counter() - start)
 
