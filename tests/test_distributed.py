@@ -205,6 +205,19 @@ def _robot(snap: dict, name: str) -> dict:
     return snap["robots"].get(name, {})
 
 
+def _loop_priorities(run: DistributedRun) -> dict[str, list[int]] | None:
+    """Each robot's loop-process thread priorities, from a round both collectors answered; None if
+    one did not (a round keeps a silent robot's last figures) or its process ended before the read.
+    A collector restarted meanwhile is caught by the restart counts the tests assert."""
+    s = run.poll()
+    if not all(_robot(s, r).get("reachable") for r in ("claw1", "claw2")):
+        return None
+    try:
+        return {r: _thread_priorities(_robot(s, r)["loop_pid"]) for r in ("claw1", "claw2")}
+    except FileNotFoundError:
+        return None
+
+
 @pytest.fixture(scope="module")
 def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
     info, twins = cluster
@@ -225,7 +238,7 @@ def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
 
         rec["feeding"] = _poll_until(run, feeding, 60, "both robots feeding a training learner")
         rec["listening"] = _listening_addresses(_descendants(os.getpid()))
-        rec["loop_threads"] = {r: _thread_priorities(_robot(rec["feeding"], r)["loop_pid"]) for r in ("claw1", "claw2")}
+        rec["loop_threads"] = wait_for(lambda: _loop_priorities(run), 30, "both robots' loop processes answering")
 
         # 2. Kill claw1's collector; Ray restarts it; claw2 keeps going.
         before = run.poll()
