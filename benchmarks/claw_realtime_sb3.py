@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 import robosac  # noqa: F401 - env ids
@@ -78,7 +77,7 @@ def main() -> None:
     crossq = algo is not SAC
 
     class Budget(BaseCallback):
-        """Stops learning at the wall-clock deadline; records each episode's return and timing."""
+        """Stops learning at the wall-clock deadline; records each episode's return and whether a safety stop ended it."""
 
         def __init__(self, deadline: float) -> None:
             super().__init__()
