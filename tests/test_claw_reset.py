@@ -24,7 +24,23 @@ from robosac.robots.robot import HardwareRobot
 F0_MIDDLE_ID = 2  # hardware_configs/claw.yaml
 
 
-def test_a_current_stop_on_one_finger_neither_drops_nor_fails_the_others() -> None:
+def test_a_current_stop_on_one_finger_neither_drops_nor_fails_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also: the held finger is tried by the other path on the second attempt (the first move of
+    each attempt, recorded as it goes to the robot), and the error says where it is."""
+    first_moves: list[np.ndarray] = []
+    move, drive = claw_reset._move_to_pose, claw_reset._drive
+
+    def recording_move(*args, **kwargs):
+        first_moves.append(None)
+        return move(*args, **kwargs)
+
+    def recording_drive(robot, goal, *args, **kwargs):
+        if first_moves and first_moves[-1] is None:
+            first_moves[-1] = goal.copy()
+        return drive(robot, goal, *args, **kwargs)
+
+    monkeypatch.setattr(claw_reset, "_move_to_pose", recording_move)
+    monkeypatch.setattr(claw_reset, "_drive", recording_drive)
     with running_twin("hardware_configs/claw.yaml") as tw:
         robot = HardwareRobot(tw.cfg, port=tw.port, use_camera=False, **BUS)
         try:
@@ -39,10 +55,22 @@ def test_a_current_stop_on_one_finger_neither_drops_nor_fails_the_others() -> No
             robot.step(goal)
             robot.hold(0.5)
             tw.chain.faults.jam(F0_MIDDLE_ID)
+            first_moves.clear()
 
-            with pytest.raises(ResetError, match=r"finger\(s\) f0 did not reach") as e:
+            with pytest.raises(ResetError, match=r"finger\(s\) f0 did not reach.*\(f0 at \[") as e:
                 reset_claw(robot, 0.0)
             assert "f1" not in str(e.value) and "f2" not in str(e.value)
+            # Held at middle 0.2 rad (tip -0.8), f0 reaches in: attempt 1 curls its tip to the clear
+            # value first, its middle kept where it is; attempt 2 swings its middle out to the clear
+            # value first, its tip kept where attempt 1 left it; attempt 3 curls first again.
+            clear = tw.cfg.reset.clear_pose_rad
+            top, mid, tip = fingers["f0"]
+            assert len(first_moves) == 3, first_moves
+            for k, g in enumerate(first_moves):
+                if k % 2 == 0:
+                    assert g[tip] == clear["f0_bottom"] and abs(g[mid] - 0.2) < 0.15, (k, g)
+                else:
+                    assert g[mid] == clear["f0_middle"] and g[tip] != clear["f0_bottom"], (k, g)
             q = robot.read().position
             for f in ("f1", "f2"):  # they reached the pose and kept it through f0's stops
                 assert np.all(np.abs(q[fingers[f]] - pose[fingers[f]]) <= tw.cfg.reset.tolerance_rad), (f, q)

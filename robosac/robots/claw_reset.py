@@ -10,7 +10,10 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    fingers go to the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a
    prong's end when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
-   jammed) is tried again by the same path. A current stop (every servo switched off) halts the
+   jammed) is tried again, by the other path on every second attempt (tip first where it swung out
+   first, and the reverse): which path clears is judged from the joint angles alone, and a finger
+   near the rule's boundary, or with a prong where the rule did not expect one, can wedge the same
+   way on every try of one path (one `make demo` run, f0 at middle -0.88, tip +0.87 rad). A current stop (every servo switched off) halts the
    finger that tripped it: torque comes back on at once where every joint is (the valve limp
    again), that finger backs out to where it was when that move began (the next move of the path
    goes on from there), and the other fingers carry on (they are neither dropped limp nor counted
@@ -123,8 +126,9 @@ def _reaches_in(middle_rad: float, tip_rad: float) -> bool:
 
 
 def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: dict[str, list[int]], tol: float,
-                  timeout_s: float, report: ClawResetReport) -> RobotState:
-    """Step 1 of the module docstring. fingers: name -> joint indices, base to tip."""
+                  timeout_s: float, report: ClawResetReport, other_path: bool = False) -> RobotState:
+    """Step 1 of the module docstring. fingers: name -> joint indices, base to tip. other_path: each
+    finger away from its pose takes the path `_reaches_in` does not choose (step 2)."""
     st = robot.last_state or robot.read()
     away = [fingers[f] for f in _off_pose(st.position, pose, fingers, tol)]
     if away:
@@ -133,7 +137,7 @@ def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: di
         for idx in away:
             q = st.position[idx]
             goal[idx] = q
-            if _reaches_in(q[-2], q[-1]):
+            if _reaches_in(q[-2], q[-1]) != other_path:
                 goal[idx[-1]] = clear[idx[-1]]  # reaching in over the valve: curl the tip up first
             else:
                 goal[idx[:-1]] = clear[idx[:-1]]  # tip out or hanging at the prongs' height: swing out first
@@ -190,16 +194,18 @@ def reset_claw(
     robot.set_torque(True, [n for n in names if n != VALVE])
     asked = False
     while True:
-        for _ in range(cfg.max_attempts):
+        for k in range(cfg.max_attempts):
             report.attempts += 1
-            st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report)
+            st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report, other_path=k % 2 == 1)
             missed = _off_pose(st.position, pose, fingers, cfg.tolerance_rad)
             if not missed:
                 break
             report.disentangled.extend(missed)
         else:
+            at = "; ".join(f"{f} at {np.round(st.position[fingers[f]], 2).tolist()} rad" for f in missed)
             msg = (f"claw reset: finger(s) {', '.join(missed)} did not reach the reset pose within "
-                   f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts")
+                   f"{cfg.tolerance_rad} rad after {cfg.max_attempts} attempts ({at}; "
+                   f"{report.current_stops} current stop(s) on the way)")
             if human_help is None or asked:
                 raise ResetError(msg)
             report.human_asked += 1
