@@ -51,7 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def make_env(twin: TwinProcess, crossq: bool) -> gym.Env:
     """The claw env on ``twin``, built as `robosac train CONFIG --twin` builds it."""
     env = gym.make(ENV_ID, config=load_config(CONFIG), backend="hardware", pixels=False, render_mode="rgb_array",
-                   port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
+                   **twin.env_kwargs())
     return gym.wrappers.FlattenObservation(env) if crossq else env  # sb3-contrib's CrossQ takes Box observations only
 
 

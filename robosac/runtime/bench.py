@@ -57,6 +57,12 @@ class TwinProcess:
             lines.setdefault(k, v.strip())
         self.serial, self.camera = lines["serial"], lines.get("camera")
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """The hardware-backend env's keyword arguments for this twin: its serial port and camera,
+        and a reply margin of 20 ms (real servos need 2): the emulated chain shares 2 cores with the
+        learner and the renderer, and answers later than a servo's firmware."""
+        return {"port": self.serial, "camera_source": self.camera, "bus_settings": {"margin_ms": 20.0}}
+
     def stop(self) -> dict[str, Any] | None:
         """Stop the twin; returns its final "twin stats" (clock, cameras, servo_limit_violations:
         {id: {goal item: count}} of goals outside the config's limits that reached a servo), or
@@ -107,9 +113,9 @@ def bench_loop(seconds: float = 60.0, rate_hz: float = 50.0, mode: str = "async"
     tmp = tempfile.TemporaryDirectory()
     link = learner = None
     try:
-        env = gym.make("robosac/ClawValveTurn-v0", backend="hardware", config=cfg, port=twin.serial,
-                       camera_source=twin.camera, pixels=pixels, image_size=(image_size, image_size),
-                       bus_settings=bus_settings or {"margin_ms": 20.0})
+        twin_kwargs = twin.env_kwargs() | ({"bus_settings": bus_settings} if bus_settings else {})
+        env = gym.make("robosac/ClawValveTurn-v0", backend="hardware", config=cfg, pixels=pixels,
+                       image_size=(image_size, image_size), **twin_kwargs)
         agent = SAC(env.observation_space, env.action_space, seed=0)
         spec = parse_obs_space(env.observation_space)
         act_dim = env.action_space.shape[0]

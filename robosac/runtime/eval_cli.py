@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             from robosac.runtime.bench import TwinProcess
 
             twin = TwinProcess(target if target.endswith((".yaml", ".yml")) else "hardware_configs/claw.yaml")
-            kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
+            kwargs.update(twin.env_kwargs())
         else:
             kwargs.update(port=args.port, camera_source=args.camera)
     render = None  # the env's own: the robot's camera

@@ -175,7 +175,7 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
             from robosac.runtime.bench import TwinProcess
 
             twin = TwinProcess(args.target if robot is not None else "hardware_configs/claw.yaml")
-            kwargs.update(port=twin.serial, camera_source=twin.camera, bus_settings={"margin_ms": 20.0})
+            kwargs.update(twin.env_kwargs())
         else:
             kwargs.update(port=args.port, camera_source=args.camera)
     cfg = RunConfig(steps=args.steps, seed=args.seed, learning_starts=args.learning_starts, batch_size=args.batch_size,
