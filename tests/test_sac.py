@@ -317,6 +317,38 @@ def test_pixel_sac_learns_a_bandit_seen_only_in_images():
     assert np.mean(errors) < 0.15, np.mean(errors)
 
 
+def test_reconstruction_teaches_the_encoder_what_the_critic_does_not():
+    """SAC-AE's loss (recon_weight > 0): with zero rewards the critic carries no information about
+    the shade, yet after training the decoder rebuilds each image's red shade from the encoder's
+    features, so the features hold it. Without the setting there is no decoder and no recon_loss."""
+    env = ShadeBanditEnv()
+    cfg = SACConfig(hidden=(32,), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, critic_lr=1e-3, recon_weight=1.0)
+    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
+    replay = Replay(agent.spec, 1, 512, seed=0)
+    for i in range(512):
+        obs, _ = env.reset(seed=i)
+        replay.add(obs, env.action_space.sample(), 0.0, obs, True)
+    first = agent.update(replay.sample(64))["recon_loss"]
+    for _ in range(300):
+        last = agent.update(replay.sample(64))["recon_loss"]
+    assert last < 0.5 * first, (first, last)
+
+    shades, rebuilt = [], []
+    with torch.no_grad():
+        for i in range(40):
+            obs, _ = env.reset(seed=5_000 + i)
+            feat = agent.encoder(agent.obs_to_torch(obs))
+            rebuilt.append(float(agent.decoder(feat)[0, 0].mean()))  # red channel, scaled to [-0.5, 0.5]
+            shades.append(obs[0, 0, 0] / 255.0 - 0.5)
+    assert np.corrcoef(shades, rebuilt)[0, 1] > 0.9
+    assert np.mean(np.abs(np.array(rebuilt) - shades)) < 0.1
+
+    plain = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), feature_dim=16), seed=0)
+    assert plain.decoder is None and "recon_loss" not in plain.update(replay.sample(8))
+    with pytest.raises(ValueError, match="recon_weight.*with image observations"):
+        SAC(STATE, ACT, SACConfig(recon_weight=1.0))
+
+
 def test_actions_are_scaled_to_the_action_bounds():
     space = spaces.Box(np.array([0.0, -10.0], np.float32), np.array([1.0, 10.0], np.float32))
     agent = SAC(STATE, space, SACConfig(hidden=(8,)), seed=0)

@@ -20,6 +20,7 @@ evaluation), learning_curve.png.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -213,6 +214,8 @@ def train_async(
                        "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
                        "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
                        "learner/updates_per_s": ups, "learner/weights_version": link.version}
+            if not math.isnan(ls["recon_loss"]):  # SAC-AE's loss, only with recon_weight > 0
+                figures["loss/recon"] = ls["recon_loss"]
             tel.scalars(st["step"], figures)
             log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
             if progress:

@@ -109,6 +109,38 @@ class PixelEncoder(nn.Module):
         return self.head(self.convs[1:](x))
 
 
+class PixelDecoder(nn.Module):
+    """Image features (B, F) -> images (B, C, H, W) scaled as the encoder sees them (x / 255 - 0.5).
+
+    SAC-AE's decoder (Yarats et al. 2019, arXiv 1910.01741), mirrored on ``PixelEncoder``: Linear to
+    the last conv's maps, then transposed 3x3 convs with strides 1, 2, 2 (output padding where the
+    encoder's floor division dropped a row), ReLU between them. It gives the encoder a learning
+    signal from every pixel, not only from the critic's TD error.
+    """
+
+    def __init__(self, chw: tuple[int, int, int], feature_dim: int = 50, channels: tuple[int, ...] = (16, 32, 32)):
+        super().__init__()
+        c, h, w = chw
+        sizes = [(h, w)]
+        for stride in (2, 2, 1):
+            sizes.append(((sizes[-1][0] - 3) // stride + 1, (sizes[-1][1] - 3) // stride + 1))
+        self.maps = (channels[-1], *sizes[-1])
+        self.fc = nn.Linear(feature_dim, math.prod(self.maps))
+        layers: list[nn.Module] = []
+        outs = (*channels[::-1][1:], c)
+        for i, (cin, cout, stride) in enumerate(zip(channels[::-1], outs, (1, 2, 2))):
+            (hi, wi), (ho, wo) = sizes[3 - i], sizes[2 - i]
+            pad = (ho - ((hi - 1) * stride + 3), wo - ((wi - 1) * stride + 3))
+            layers.append(nn.ConvTranspose2d(cin, cout, 3, stride=stride, output_padding=pad))
+            if i < 2:
+                layers.append(nn.ReLU(inplace=True))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc(feat)).view(-1, *self.maps)
+        return self.deconvs(x)
+
+
 class ObsEncoder(nn.Module):
     """Canonical observation dict -> features (B, F): image features (if any) then the state vector.
 

@@ -6,8 +6,9 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
   2. actor: maximise min(Q1, Q2) - alpha * log pi on features detached from the encoder;
   3. temperature: move log alpha so the policy's entropy tracks the target (-|A| by default);
   4. Polyak-average the target critics (and target encoder).
-Images: a conv encoder trained through the critic loss only, random-shift augmentation (DrQ),
-state concatenated after the encoder.
+Images: a conv encoder trained through the critic loss, random-shift augmentation (DrQ), state
+concatenated after the encoder; with ``recon_weight`` > 0 also through SAC-AE's loss (Yarats et al.
+2019): a decoder rebuilds the (shifted) images from the image features, step 1b.
 CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
 critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
 (s', a') in one batch so both halves are normalised with the same statistics; the actor and the
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from robosac.sac.networks import Actor, ObsEncoder, TwinCritic
+from robosac.sac.networks import Actor, ObsEncoder, PixelDecoder, TwinCritic
 from robosac.sac.replay import canonical_obs
 from robosac.sac.spaces import ObsSpec, check_action_space, parse_obs_space
 
@@ -51,6 +52,7 @@ class SACConfig:
     n_step: int = 1  # env steps per critic target (n-step return, as DrQ-v2's 3); built when sampling
     crossq: bool = False  # CrossQ: batch-renormalised actor and critics, no target critics (see the module docstring)
     policy_delay: int = 1  # critic updates per actor and temperature update (CrossQ uses 3)
+    recon_weight: float = 0.0  # SAC-AE: weight of the image-reconstruction loss on the encoder (0: none)
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -145,6 +147,8 @@ class SAC:
             raise ValueError(f"SAC setting n_step: invalid value {cfg.n_step}; allowed: an integer >= 1")
         if cfg.policy_delay < 1:
             raise ValueError(f"SAC setting policy_delay: invalid value {cfg.policy_delay}; allowed: an integer >= 1")
+        if cfg.recon_weight < 0 or (cfg.recon_weight > 0 and self.spec.image is None):
+            raise ValueError(f"SAC setting recon_weight: invalid value {cfg.recon_weight}; allowed: 0, or > 0 with image observations")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
@@ -158,6 +162,10 @@ class SAC:
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
         # Target networks only where the update reads them (CrossQ bootstraps from the critic itself).
         self._modules = ("encoder", "actor", "critic") + (() if cfg.crossq else ("target_encoder", "target_critic"))
+        self.decoder = None
+        if cfg.recon_weight > 0:
+            self.decoder = PixelDecoder(self.spec.image.chw, cfg.feature_dim, cfg.conv_channels).to(self.device)
+            self._modules += ("decoder",)
         if not cfg.crossq:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -168,11 +176,12 @@ class SAC:
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
-        # One Adam over all parameters, a learning rate per group; the encoder is in the critic's
-        # group because it learns through the critic loss only.
+        # One Adam over all parameters, a learning rate per group; the encoder (and decoder) are in
+        # the critic's group: the encoder learns through the critic loss (and reconstruction) only.
+        decoder_params = list(self.decoder.parameters()) if self.decoder is not None else []
         self.optimizer = torch.optim.Adam(
             [
-                {"params": [*self.critic.parameters(), *self.encoder.parameters()], "lr": cfg.critic_lr},
+                {"params": [*self.critic.parameters(), *self.encoder.parameters(), *decoder_params], "lr": cfg.critic_lr},
                 {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
                 {"params": [self.log_alpha], "lr": cfg.alpha_lr},
             ],
@@ -212,7 +221,7 @@ class SAC:
         As in the authors' softlearning code, the three losses are computed at the same parameters
         and stepped together: one backward pass and one optimizer step instead of three, which is
         most of what an update costs on a CPU. Each loss reaches only its own parameters.
-        Returns scalar diagnostics: losses, alpha, entropy (-mean log pi), mean Q.
+        Returns scalar diagnostics: losses (recon_loss with recon_weight > 0), alpha, entropy (-mean log pi), mean Q.
         """
         cfg = self.config
         obs, next_obs = batch["obs"], batch["next_obs"]
@@ -246,6 +255,14 @@ class SAC:
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
         loss = critic_loss
 
+        # 1b. Reconstruction (recon_weight > 0): the decoder rebuilds the shifted images from the
+        # image features, scaled as the encoder sees them; it trains the encoder and the decoder.
+        recon_loss = torch.zeros((), device=self.device)
+        if self.decoder is not None:
+            target = obs["pixels"] / 255.0 - 0.5
+            recon_loss = F.mse_loss(self.decoder(feat[:, : cfg.feature_dim]), target)
+            loss = loss + cfg.recon_weight * recon_loss
+
         if self.updates % cfg.policy_delay == 0:
             # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
             # detached (the encoder learns from the critic only) and the critic's weights are frozen
@@ -276,8 +293,9 @@ class SAC:
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
-        stats = torch.stack([critic_loss.detach(), actor_loss, alpha_loss, alpha, entropy, q.detach().mean()]).tolist()
-        return dict(zip(("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean"), stats))
+        stats = torch.stack([critic_loss.detach(), actor_loss, alpha_loss, alpha, entropy, q.detach().mean(), recon_loss.detach()]).tolist()
+        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "recon_loss")
+        return dict(zip(names, stats if self.decoder is not None else stats[:-1]))
 
     # ---- saving -------------------------------------------------------------------------------
 
