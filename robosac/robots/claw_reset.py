@@ -10,10 +10,11 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    fingers go to the pose. Swung straight to the pose, a tip dragged on the hub, or came down on a
    prong's end when a prong sat under the finger, at the current cap (BENCHMARKS.md);
 2. a finger still further than `reset.tolerance_rad` from its pose after `reset.timeout_s` (held,
-   jammed) is tried again, by the other path on every second attempt (tip first where it swung out
-   first, and the reverse): which path clears is judged from the joint angles alone, and a finger
-   near the rule's boundary, or with a prong where the rule did not expect one, can wedge the same
-   way on every try of one path (one `make demo` run, f0 at middle -0.88, tip +0.87 rad). A current stop (every servo switched off) halts the
+   jammed) is tried again by the same path, after first side-stepping: its top (spread) joint goes
+   SIDESTEP_RAD to one side of its pose value on the second attempt and to the other side on the
+   third. A finger wedged on a prong (middle in over the valve, tip bent out) tripped a current
+   stop on every move of either path and was freed only sideways (or by turning the valve): one
+   `make demo` run, f0 at middle -0.88, tip +0.87 rad (BENCHMARKS.md). A current stop (every servo switched off) halts the
    finger that tripped it: torque comes back on at once where every joint is (the valve limp
    again), that finger backs out to where it was when that move began (the next move of the path
    goes on from there), and the other fingers carry on (they are neither dropped limp nor counted
@@ -46,6 +47,8 @@ VALVE_SETTLE_S = 0.2
 # A finger reaches in over the valve when its middle joint is past straight (< 0) or its tip link
 # points in (middle + bottom) by more than this, rad.
 REACH_IN_RAD = 0.3
+# A missed finger's side-step before it is tried again, rad on its top joint (limits +-0.48).
+SIDESTEP_RAD = 0.4
 
 
 class ResetError(RuntimeError):
@@ -126,18 +129,25 @@ def _reaches_in(middle_rad: float, tip_rad: float) -> bool:
 
 
 def _move_to_pose(robot: Robot, pose: np.ndarray, clear: np.ndarray, fingers: dict[str, list[int]], tol: float,
-                  timeout_s: float, report: ClawResetReport, other_path: bool = False) -> RobotState:
-    """Step 1 of the module docstring. fingers: name -> joint indices, base to tip. other_path: each
-    finger away from its pose takes the path `_reaches_in` does not choose (step 2)."""
+                  timeout_s: float, report: ClawResetReport, sidestep_rad: float = 0.0) -> RobotState:
+    """Steps 1 and 2 of the module docstring. fingers: name -> joint indices, base to tip.
+    sidestep_rad: each finger away from its pose first moves its top joint to its pose value plus
+    this, the others held (a trip backs it out, as in every move)."""
     st = robot.last_state or robot.read()
     away = [fingers[f] for f in _off_pose(st.position, pose, fingers, tol)]
+    if away and sidestep_rad:
+        goal, mask = st.position.copy(), np.zeros(len(pose), dtype=bool)
+        for idx in away:
+            goal[idx[0]] = pose[idx[0]] + sidestep_rad
+            mask[idx] = True
+        st = _drive(robot, goal, mask, tol, timeout_s, report)
     if away:
         goal = pose.copy()
         mask = np.zeros(len(pose), dtype=bool)
         for idx in away:
             q = st.position[idx]
             goal[idx] = q
-            if _reaches_in(q[-2], q[-1]) != other_path:
+            if _reaches_in(q[-2], q[-1]):
                 goal[idx[-1]] = clear[idx[-1]]  # reaching in over the valve: curl the tip up first
             else:
                 goal[idx[:-1]] = clear[idx[:-1]]  # tip out or hanging at the prongs' height: swing out first
@@ -196,7 +206,8 @@ def reset_claw(
     while True:
         for k in range(cfg.max_attempts):
             report.attempts += 1
-            st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report, other_path=k % 2 == 1)
+            sidestep = (0.0, SIDESTEP_RAD, -SIDESTEP_RAD)[k % 3]
+            st = _move_to_pose(robot, pose, clear, fingers, cfg.tolerance_rad, cfg.timeout_s, report, sidestep)
             missed = _off_pose(st.position, pose, fingers, cfg.tolerance_rad)
             if not missed:
                 break
