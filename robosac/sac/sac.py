@@ -5,10 +5,11 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
      (a time-limit truncation is stored as not terminated, so it bootstraps);
   2. actor: maximise min(Q1, Q2) - alpha * log pi on features detached from the encoder;
   3. temperature: move log alpha so the policy's entropy tracks the target (-|A| by default);
-  4. Polyak-average the target critics (and target encoder).
+  4. Polyak-average the target critics (and target encoder);
+  5. with ``recon_weight`` > 0: one reconstruction step on the encoder and decoder (SAC-AE).
 Images: a conv encoder trained through the critic loss, random-shift augmentation (DrQ), state
 concatenated after the encoder; with ``recon_weight`` > 0 also through SAC-AE's loss (Yarats et al.
-2019): a decoder rebuilds the (shifted) images from the image features, step 1b.
+2019): a decoder rebuilds the (shifted) images from the image features, with its own Adam.
 CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
 critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
 (s', a') in one batch so both halves are normalised with the same statistics; the actor and the
@@ -162,10 +163,17 @@ class SAC:
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
         # Target networks only where the update reads them (CrossQ bootstraps from the critic itself).
         self._modules = ("encoder", "actor", "critic") + (() if cfg.crossq else ("target_encoder", "target_critic"))
+        self._optimizers: tuple[str, ...] = ("optimizer",)
         self.decoder = None
         if cfg.recon_weight > 0:
             self.decoder = PixelDecoder(self.spec.image.chw, cfg.feature_dim, cfg.conv_channels).to(self.device)
             self._modules += ("decoder",)
+            # Its own Adam, as in SAC-AE: in the critic's, Adam would scale the encoder's summed
+            # gradient by the critic's (returns of -1000s), and the reconstruction's share of each
+            # step would vanish (the pixel claw's reconstruction error did not move in 11 000 updates).
+            self.recon_optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=cfg.critic_lr,
+                                                    fused=self.device.type in ("cpu", "cuda"))
+            self._optimizers += ("recon_optimizer",)
         if not cfg.crossq:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -176,12 +184,11 @@ class SAC:
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
-        # One Adam over all parameters, a learning rate per group; the encoder (and decoder) are in
-        # the critic's group: the encoder learns through the critic loss (and reconstruction) only.
-        decoder_params = list(self.decoder.parameters()) if self.decoder is not None else []
+        # One Adam over all parameters, a learning rate per group; the encoder is in the critic's
+        # group because it learns through the critic loss (and step 5's, with its own Adam) only.
         self.optimizer = torch.optim.Adam(
             [
-                {"params": [*self.critic.parameters(), *self.encoder.parameters(), *decoder_params], "lr": cfg.critic_lr},
+                {"params": [*self.critic.parameters(), *self.encoder.parameters()], "lr": cfg.critic_lr},
                 {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
                 {"params": [self.log_alpha], "lr": cfg.alpha_lr},
             ],
@@ -255,13 +262,6 @@ class SAC:
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
         loss = critic_loss
 
-        # 1b. Reconstruction (recon_weight > 0): the decoder rebuilds the shifted images from the
-        # image features, scaled as the encoder sees them; it trains the encoder and the decoder.
-        recon_loss = torch.zeros((), device=self.device)
-        if self.decoder is not None:
-            target = obs["pixels"] / 255.0 - 0.5
-            recon_loss = F.mse_loss(self.decoder(feat[:, : cfg.feature_dim]), target)
-            loss = loss + cfg.recon_weight * recon_loss
 
         if self.updates % cfg.policy_delay == 0:
             # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
@@ -290,6 +290,17 @@ class SAC:
                 torch._foreach_lerp_(self._target_critic_params, self._critic_params, cfg.tau)
                 if self._encoder_params:
                     torch._foreach_lerp_(self._target_encoder_params, self._encoder_params, cfg.encoder_tau)
+
+        # 5. Reconstruction (recon_weight > 0): the decoder rebuilds the shifted images from the
+        # encoder's image features, scaled as the encoder sees them (x / 255 - 0.5); one step of
+        # its own Adam on the encoder and the decoder.
+        recon_loss = torch.zeros((), device=self.device)
+        if self.decoder is not None:
+            pixels = obs["pixels"]
+            recon_loss = F.mse_loss(self.decoder(self.encoder.pixels(pixels)), pixels / 255.0 - 0.5)
+            self.recon_optimizer.zero_grad(set_to_none=True)
+            (cfg.recon_weight * recon_loss).backward()
+            self.recon_optimizer.step()
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
@@ -301,7 +312,7 @@ class SAC:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to resume learning: networks, targets, optimizers, log alpha, update count."""
-        state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in (*self._modules, "optimizer")}
+        state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in (*self._modules, *self._optimizers)}
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["updates"] = self.updates
         state["actor_stats"] = self._actor_stats.clone()  # reported by updates that skip the actor (policy_delay)
@@ -317,7 +328,7 @@ class SAC:
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
             raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
-        for name in (*self._modules, "optimizer"):  # a CrossQ checkpoint from before session 19 also holds unused targets
+        for name in (*self._modules, *self._optimizers):  # a CrossQ checkpoint from before session 19 also holds unused targets
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
