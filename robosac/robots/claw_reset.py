@@ -14,11 +14,11 @@ Sequence (only joint goals through `Robot.step`, so every move is clipped and ra
    SIDESTEP_RAD to one side of its pose value on the second attempt and to the other side on the
    third. A finger wedged on a prong (middle in over the valve, tip bent out) tripped a current
    stop on every move of either path and was freed only sideways (or by turning the valve): one
-   `make demo` run, f0 at middle -0.88, tip +0.87 rad (BENCHMARKS.md). A current stop (every servo switched off) halts the
-   finger that tripped it: torque comes back on at once where every joint is (the valve limp
-   again), that finger backs out to where it was when that move began (the next move of the path
-   goes on from there), and the other fingers carry on (they are neither dropped limp nor counted
-   as missed);
+   `make demo` run, f0 at middle -0.88, tip +0.87 rad (BENCHMARKS.md). A current stop (every
+   servo switched off) halts the finger that tripped it: torque comes back on at once where every
+   joint is (the valve limp again), that finger backs out to where it was when that move began
+   (the next move of the path goes on from there), and the other fingers carry on (they are
+   neither dropped limp nor counted as missed);
 3. after `reset.max_attempts` misses: `human_help(message)` is called if given (the env passes a
    console prompt on a terminal) and the sequence starts over once; otherwise `ResetError`;
 4. the valve servo drives the valve to the start angle (`valve_goal_rad`: at most 3/4 of a turn
