@@ -81,7 +81,8 @@ TASKS = {
         # at batch 256 made 5.4 updates/s (5 h per run), 32x32 CrossQ 512x512 at batch 128 on 2 threads
         # 29 (BENCHMARKS.md); the valve's red prong is still several pixels at 32x32. SAC-AE's reconstruction
         # loss: without it seed 0 had not learned by 44 000 steps (median final error 1.3-1.4 rad in training);
-        # with it, 0.87 rad at 20 000-24 000 steps and 0.48 in evaluation (session 24), at ~13 instead of ~20 updates/s.
+        # with it, 0.46 rad at 35 000-40 000 steps and 0.25 success in evaluation at 40 000 (session 24), at
+        # ~13-18 instead of ~20 updates/s.
         "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
                          "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--batch-size", "128", "--threads", "2"],
         "sb3_tuned": {"learning_rate": 1e-3, "learning_starts": 1000},

@@ -262,7 +262,6 @@ class SAC:
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
         loss = critic_loss
 
-
         if self.updates % cfg.policy_delay == 0:
             # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
             # detached (the encoder learns from the critic only) and the critic's weights are frozen
@@ -294,7 +293,6 @@ class SAC:
         # 5. Reconstruction (recon_weight > 0): the decoder rebuilds the shifted images from the
         # encoder's image features, scaled as the encoder sees them (x / 255 - 0.5); one step of
         # its own Adam on the encoder and the decoder.
-        recon_loss = torch.zeros((), device=self.device)
         if self.decoder is not None:
             pixels = obs["pixels"]
             recon_loss = F.mse_loss(self.decoder(self.encoder.pixels(pixels)), pixels / 255.0 - 0.5)
@@ -304,9 +302,12 @@ class SAC:
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
-        stats = torch.stack([critic_loss.detach(), actor_loss, alpha_loss, alpha, entropy, q.detach().mean(), recon_loss.detach()]).tolist()
-        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "recon_loss")
-        return dict(zip(names, stats if self.decoder is not None else stats[:-1]))
+        names = ["critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean"]
+        values = [critic_loss.detach(), actor_loss, alpha_loss, alpha, entropy, q.detach().mean()]
+        if self.decoder is not None:
+            names.append("recon_loss")
+            values.append(recon_loss.detach())
+        return dict(zip(names, torch.stack(values).tolist()))
 
     # ---- saving -------------------------------------------------------------------------------
 
