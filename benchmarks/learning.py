@@ -20,6 +20,8 @@ too). Three learners per seed, each its own subprocess, one after the other:
 - SB3 tuned: the same with robosac's tuned learning rate and learning_starts 1 000, and where robosac
   uses n-step returns, SB3's own (`n_steps`; its n-step buffer takes Box observations only, so the
   Dict observation is flattened and the policy is "MlpPolicy").
+- On pixels, SB3's policies get `SmallCNN` (robosac's encoder layout: three 3x3 convs, 50 features,
+  the state concatenated) as their features extractor: SB3's NatureCNN leaves no map on a 32x32 frame.
 - SB3 CrossQ (where robosac runs CrossQ): sb3-contrib's `CrossQ` on the flattened observation with
   robosac's network size (512x512 actor and critics; its own default is a 256x256 actor and a
   1024x1024 critic, about 3x the update time of 512x512 here) and otherwise its defaults (lr 1e-3, policy delay 3, Adam beta1 0.5).
@@ -27,6 +29,7 @@ too). Three learners per seed, each its own subprocess, one after the other:
     .venv/bin/python benchmarks/learning.py --task claw --seeds 0 1 2
     .venv/bin/python benchmarks/learning.py --task quadruped --seeds 0 1 2
     .venv/bin/python benchmarks/learning.py --task claw_pixels --seeds 0 --skip-sb3 --keep-runs DIR
+    .venv/bin/python benchmarks/learning.py --task claw_pixels --seeds 0 --sb3-only --sb3-variants sb3_tuned --out F.json
 
 Writes benchmarks/results/<task>_state.json (claw_pixels: claw_pixels.json) and .png
 (training-episode returns, all runs).
@@ -96,6 +99,30 @@ import numpy as np, gymnasium as gym, torch
 import robosac
 from stable_baselines3 import SAC
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+
+# robosac's PixelEncoder layout for SB3's Dict observations: per image key three 3x3 convs (strides
+# 2, 2, 1, 16/32/32 filters) -> Linear(50) -> LayerNorm -> tanh; other keys flattened and concatenated.
+# SB3's NatureCNN (8x8 stride 4 first) leaves no map at all on a 32x32 frame.
+class SmallCNN(BaseFeaturesExtractor):
+
+    def __init__(self, space, feature_dim=50):
+        images = [k for k, sub in space.spaces.items() if len(sub.shape) == 3]
+        flat = sum(int(np.prod(sub.shape)) for k, sub in space.spaces.items() if k not in images)
+        super().__init__(space, features_dim=feature_dim * len(images) + flat)
+        self.nets = torch.nn.ModuleDict()
+        for k in images:
+            c, h, w = space[k].shape  # SB3 hands images channel-first (VecTransposeImage), scaled to [0, 1]
+            convs = torch.nn.Sequential(torch.nn.Conv2d(c, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, stride=1), torch.nn.ReLU(), torch.nn.Flatten())
+            n = convs(torch.zeros(1, c, h, w)).shape[1]
+            self.nets[k] = torch.nn.Sequential(convs, torch.nn.Linear(n, feature_dim), torch.nn.LayerNorm(feature_dim), torch.nn.Tanh())
+
+    def forward(self, obs):
+        return torch.cat([self.nets[k](x) if k in self.nets else x.flatten(1) for k, x in sorted(obs.items())], dim=1)
+
+
 env_id, steps, seed, episodes, kwargs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 torch.set_num_threads(int(sys.argv[6]))
 env = gym.make(env_id, backend="sim", **json.loads(sys.argv[7]))
@@ -105,6 +132,8 @@ if kwargs.pop("algo", "sac") == "crossq":
 if kwargs.get("n_steps", 1) > 1 or algo is not SAC:  # SB3's n-step buffer (and CrossQ) take Box observations only
     env, policy = gym.wrappers.FlattenObservation(env), "MlpPolicy"
 env = Monitor(env)
+if isinstance(env.observation_space, gym.spaces.Dict) and any(len(s.shape) == 3 for s in env.observation_space.spaces.values()):
+    kwargs["policy_kwargs"] = {"features_extractor_class": SmallCNN, **kwargs.get("policy_kwargs", {})}
 model = algo(policy, env, seed=seed, verbose=0, **kwargs)
 t0 = time.monotonic()
 model.learn(total_timesteps=steps)

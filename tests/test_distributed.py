@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import json
+import math
 import os
 import sys
 import threading
@@ -300,6 +301,8 @@ def test_two_twin_claws_feed_one_learner(scenario: dict) -> None:
     s = scenario["feeding"]
     ls = s["learner"]
     assert ls["updates"] > 20 and ls["version"] > 1 and ls["error"] is None
+    # The same update statistics as the single-machine learner; recon_loss None (no decoder here).
+    assert math.isfinite(ls["critic_loss"]) and "recon_loss" in ls and ls["recon_loss"] is None, ls
     for r in ("claw1", "claw2"):
         rob = _robot(s, r)
         assert rob["error"] is None and rob["running"] and rob["link"]["up"]

@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from robosac.runtime.learner import UPDATE_STATS  # one list of what an update reports, recon_loss included
+
 __all__ = ["LearnerActor", "LearnerSettings", "EXTRA_FIELDS"]
 
 # Stored per row besides the replay's own fields (the bookkeeping step/episode/episode_end is the store's).
 EXTRA_FIELDS = {"policy_version": ((), np.int64), "stream": ((), np.int64), "seq": ((), np.int64)}
-UPDATE_STATS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean")
 
 
 @dataclass
