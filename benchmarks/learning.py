@@ -8,7 +8,8 @@ Tasks (learning-results issue goals, 3 seeds each):
   within 100 000 env steps; speed = the last step's info["score"] (forward progress, m) / 10 s, and
   an evaluation episode that ends terminated (tilt or drop: a fall) counts as speed 0.
 - claw_random_state (a diagnostic): claw_pixels' task with the valve angle in the state.
-- claw_pixels: ClawValveTurn random (start in [-pi/3, pi/3], target in [-pi, pi)) from the valve
+- claw_pixels: ClawValveTurn random (start in [-pi/3, pi/3], target pi +/- pi/3 as ROBEL's
+  DClawTurnRandom; before session 25 the target was uniform in [-pi, pi)) from the valve
   camera (32x32, 3 frames stacked) plus the fingers' proprioception and the target, no valve angle
   in the state (`valve_in_state=False`): success >= 80 % over 20 episodes within 100 000 steps.
 

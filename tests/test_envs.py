@@ -236,6 +236,8 @@ def test_claw_random_variant_draws_start_and_target() -> None:
     for _ in range(3):
         seen.add(round(info["target_rad"], 3))
         assert -math.pi / 3 - 0.1 <= info["start_rad"] <= math.pi / 3 + 0.1
+        # ROBEL's DClawTurnRandom: target 180 +/- 60 degrees, wrapped to [-pi, pi)
+        assert 2 * math.pi / 3 <= abs(info["target_rad"]) <= math.pi
         _, info = env.reset()
     assert len(seen) == 3
     env.close()

@@ -17,7 +17,8 @@ success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at
 
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
     "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
-    "random"  start uniform in [-pi/3, pi/3], target uniform in [-pi, pi)
+    "random"  start uniform in [-pi/3, pi/3], target pi + uniform [-pi/3, pi/3] (wrapped), as ROBEL's
+              DClawTurnRandom: every episode turns the valve by 60-180 degrees, either way
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ClawValveTurnEnv(RobotEnv):
     def _reset_robot(self, options: dict[str, Any]) -> dict[str, Any]:
         if self.variant == "random":
             start = float(self.np_random.uniform(-math.pi / 3, math.pi / 3))
-            target = float(self.np_random.uniform(-math.pi, math.pi))
+            target = float(wrap_angle(math.pi + self.np_random.uniform(-math.pi / 3, math.pi / 3)))
         else:
             start, target = FIXED_START_RAD, FIXED_TARGET_RAD
         start = float(options.get("start_rad", start))
