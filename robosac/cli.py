@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # The module that registers each command, in the order `--help` lists them. `robosac CMD` imports
 # CMD's module only: `train` pulls in torch (~1.5 s here), and `robosac fault status` or `robosac
@@ -38,11 +40,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    # SIGTERM (kill, systemd, docker stop) ends a command the way Ctrl-C does, through its cleanup;
+    # on the hardware backend the safety monitor takes both signals over as an e-stop while the robot is open.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("robosac: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,43 @@ def test_learner_killed_mid_run_is_restarted_while_the_collector_keeps_acting(tm
     assert result["updates"] > 0
 
 
+def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (kill, systemd, docker stop) mid-run ends `robosac train` as Ctrl-C does: the loop
+    stops, every collected transition is flushed (none had been: the flush interval is not
+    reached), the learner writes a last checkpoint that counts the same transitions, and the
+    learner process is gone."""
+    import signal
+    import time
+
+    from robosac.persist import load_checkpoint
+
+    out = tmp_path / "run"
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    args = [sys.executable, "-m", "robosac.cli", "train", "robosac/ClawValveTurn-v0", "--steps", "100000", "--learning-starts", "64",
+            "--batch-size", "32", "--eval-every-episodes", "0", "--replay-flush-every", "100000", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        metrics = out / "metrics.jsonl"
+        while not (metrics.exists() and '"kind": "episode"' in metrics.read_text()) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        children = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+        assert not list((out / "replay").glob("chunk_*.npz"))  # nothing flushed yet
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    steps = _chunks(out)["step"]
+    assert len(steps) >= 80 and list(steps) == list(range(len(steps)))  # at least the first 8-s episode, every step once
+    counters = load_checkpoint(out / "learner.pt")["counters"]
+    assert counters["transitions"] == len(steps), counters  # written after the loop stopped
+    assert not [c for c in children if os.path.exists(f"/proc/{c}") and "zombie" not in open(f"/proc/{c}/status").read().lower()]
+
+
 def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     """kill -9 of `robosac train` on a robot env: the learner process does not live on orphaned,
     nothing flushed is lost, and --resume continues the step count to the total."""

@@ -106,7 +106,7 @@ def train_async(
         # Strict JSON: a figure that is not known yet (NaN) is written as null.
         metrics.write(kind, **{k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()})
 
-    link = None
+    link = col = store = None
     try:
         agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
         if resume:
@@ -254,6 +254,12 @@ def train_async(
         summary["learning_curve"] = str(plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=str((describe or {}).get("target", ""))))
         return summary
     finally:
+        # Also the way out of a Ctrl-C or SIGTERM mid-run: the loop stops before the env closes
+        # under it, the replay it collected is flushed, and the learner writes its last checkpoint.
+        if col is not None:
+            col.stop()
+        if store is not None:
+            store.close()
         if link is not None:
             link.close()
         metrics.close()
