@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import ray
 
+from _proc_threads import threads as proc_threads
 from robosac import cli
 from robosac.config import load_config
 from robosac.distributed import DistributedError, missing_ray_message, require_ray
@@ -192,14 +193,7 @@ def _poll_until(run: DistributedRun, pred: Callable[[dict], bool], timeout: floa
 
 def _thread_priorities(pid: int) -> list[int]:
     """SCHED_FIFO priority of each thread of a process (0: a normal thread)."""
-    out = []
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fifo = os.sched_getscheduler(int(t)) == os.SCHED_FIFO
-            out.append(os.sched_getparam(int(t)).sched_priority if fifo else 0)
-        except ProcessLookupError:  # a thread that just ended
-            continue
-    return out
+    return [t["priority"] if t["policy"] == os.SCHED_FIFO else 0 for t in proc_threads(pid)]
 
 
 def _robot(snap: dict, name: str) -> dict:

@@ -22,6 +22,7 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("mujoco")
 from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler  # noqa: E402
 
+from _proc_threads import threads as proc_threads  # noqa: E402
 from robosac.config import RobotConfig, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,24 +212,6 @@ def test_quadruped_pose_readback_and_aruco_position_from_overhead_camera() -> No
     assert stats["cameras"]["overhead"]["frames"] > 30
 
 
-def _threads(pid: int) -> list[dict]:
-    """Scheduling policy, priority, niceness and child pids of each live thread of a process.
-
-    Threads that end between the listing and the query (an MJPEG request's worker thread) are
-    left out rather than failing the read.
-    """
-    out = []
-    for t in os.listdir(f"/proc/{pid}/task"):
-        tid = int(t)
-        try:
-            out.append({"tid": tid, "policy": os.sched_getscheduler(tid), "priority": os.sched_getparam(tid).sched_priority,
-                        "nice": os.getpriority(os.PRIO_PROCESS, tid),
-                        "children": [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]})
-        except (ProcessLookupError, FileNotFoundError):
-            continue
-    return out
-
-
 def test_claw_pose_readback_valve_limp_and_camera() -> None:
     twin = Twin("hardware_configs/claw.yaml")
     try:
@@ -238,7 +221,7 @@ def test_claw_pose_readback_valve_limp_and_camera() -> None:
         # elsewhere it says refused), below a control loop's 50; the camera renderer a child
         # process at niceness 10 (outside the twin's GIL), normal scheduling.
         (sched,) = twin.lines["scheduling"]
-        threads = _threads(twin.proc.pid)
+        threads = proc_threads(twin.proc.pid)
         fifo = [t for t in threads if t["policy"] == os.SCHED_FIFO]
         if sched.startswith("normal (SCHED_FIFO refused"):
             assert not fifo
