@@ -481,3 +481,48 @@ def test_crossq_learns_the_bootstrap_without_target_critics(terminate, q):
 def test_policy_delay_below_one_is_refused_by_name():
     with pytest.raises(ValueError, match="policy_delay: invalid value 0"):
         SAC(STATE, ACT, SACConfig(policy_delay=0))
+
+
+def test_reward_head_reads_the_reward_from_the_next_image(tmp_path):
+    """reward_head: each transition's reward is the red shade of the image it led to (in [-1, 1]);
+    after training, the head predicts it for unseen images from the encoder's features alone, so
+    the encoder learned to read it. The head and its optimizer survive a checkpoint; the setting is
+    refused without images or with n-step returns, and off by default."""
+    env = ShadeBanditEnv()
+    cfg = SACConfig(hidden=(32,), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, critic_lr=1e-3, reward_head=True)
+    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
+    replay = Replay(agent.spec, 1, 512, seed=0)
+    obs, _ = env.reset(seed=0)
+    for i in range(512):
+        next_obs, _ = env.reset(seed=i + 1)
+        replay.add(obs, env.action_space.sample(), env.target, next_obs, True)
+        obs = next_obs
+    first = agent.update(replay.sample(64))["reward_loss"]
+    for _ in range(300):
+        last = agent.update(replay.sample(64))["reward_loss"]
+    assert last < 0.2 * first, (first, last)
+
+    targets, predicted = [], []
+    with torch.no_grad():
+        for i in range(40):
+            obs, _ = env.reset(seed=5_000 + i)
+            predicted.append(float(agent.reward_head(agent.encoder(agent.obs_to_torch(obs)))))
+            targets.append(env.target)
+    assert np.corrcoef(targets, predicted)[0, 1] > 0.9
+    assert np.mean(np.abs(np.array(predicted) - targets)) < 0.2
+
+    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
+    clone = SAC(env.observation_space, env.action_space, cfg, seed=1)
+    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
+    batch = replay.sample(32)
+    torch.manual_seed(3)
+    s1 = agent.update(batch)
+    torch.manual_seed(3)
+    assert clone.update(batch) == s1
+
+    plain = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), feature_dim=16), seed=0)
+    assert plain.reward_head is None and "reward_loss" not in plain.update(replay.sample(8))
+    with pytest.raises(ValueError, match="reward_head.*with image observations and n_step=1"):
+        SAC(STATE, ACT, SACConfig(reward_head=True))
+    with pytest.raises(ValueError, match="reward_head.*with image observations and n_step=1"):
+        SAC(env.observation_space, env.action_space, SACConfig(reward_head=True, n_step=3))

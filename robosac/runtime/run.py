@@ -214,8 +214,9 @@ def train_async(
                        "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
                        "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
                        "learner/updates_per_s": ups, "learner/weights_version": link.version}
-            if not math.isnan(ls["recon_loss"]):  # SAC-AE's loss, only with recon_weight > 0
-                figures["loss/recon"] = ls["recon_loss"]
+            for name in ("recon", "reward"):  # the encoder's own losses, only when switched on
+                if not math.isnan(ls[f"{name}_loss"]):
+                    figures[f"loss/{name}"] = ls[f"{name}_loss"]
             tel.scalars(st["step"], figures)
             log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
             if progress:

@@ -6,10 +6,14 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
   2. actor: maximise min(Q1, Q2) - alpha * log pi on features detached from the encoder;
   3. temperature: move log alpha so the policy's entropy tracks the target (-|A| by default);
   4. Polyak-average the target critics (and target encoder);
-  5. with ``recon_weight`` > 0: one reconstruction step on the encoder and decoder (SAC-AE).
+  5. with ``recon_weight`` > 0: one reconstruction step on the encoder and decoder (SAC-AE);
+  6. with ``reward_head``: one reward-prediction step on the encoder and a reward head.
 Images: a conv encoder trained through the critic loss, random-shift augmentation (DrQ), state
 concatenated after the encoder; with ``recon_weight`` > 0 also through SAC-AE's loss (Yarats et al.
-2019): a decoder rebuilds the (shifted) images from the image features, with its own Adam.
+2019): a decoder rebuilds the (shifted) images from the image features, with its own Adam; with
+``reward_head`` also through a head that predicts each transition's reward from the features of the
+observation it led to (the reward is in every transition, so this needs nothing privileged), also
+with its own Adam.
 CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
 critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
 (s', a') in one batch so both halves are normalised with the same statistics; the actor and the
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from robosac.sac.networks import Actor, ObsEncoder, PixelDecoder, TwinCritic
+from robosac.sac.networks import Actor, ObsEncoder, PixelDecoder, TwinCritic, mlp
 from robosac.sac.replay import canonical_obs
 from robosac.sac.spaces import ObsSpec, check_action_space, parse_obs_space
 
@@ -54,6 +58,7 @@ class SACConfig:
     crossq: bool = False  # CrossQ: batch-renormalised actor and critics, no target critics (see the module docstring)
     policy_delay: int = 1  # critic updates per actor and temperature update (CrossQ uses 3)
     recon_weight: float = 0.0  # SAC-AE: weight of the image-reconstruction loss on the encoder (0: none)
+    reward_head: bool = False  # predict r from the next observation's features, a loss on the encoder (images, n_step 1)
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -150,6 +155,8 @@ class SAC:
             raise ValueError(f"SAC setting policy_delay: invalid value {cfg.policy_delay}; allowed: an integer >= 1")
         if cfg.recon_weight < 0 or (cfg.recon_weight > 0 and self.spec.image is None):
             raise ValueError(f"SAC setting recon_weight: invalid value {cfg.recon_weight}; allowed: 0, or > 0 with image observations")
+        if cfg.reward_head and (self.spec.image is None or cfg.n_step != 1):
+            raise ValueError("SAC setting reward_head: invalid value True; allowed: false, or true with image observations and n_step=1")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
@@ -174,6 +181,15 @@ class SAC:
             self.recon_optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=cfg.critic_lr,
                                                     fused=self.device.type in ("cpu", "cuda"))
             self._optimizers += ("recon_optimizer",)
+        self.reward_head = None
+        if cfg.reward_head:
+            self.reward_head = mlp(self.encoder.out_dim, (256, 256), 1).to(self.device)
+            self._modules += ("reward_head",)
+            # Its own Adam for the reason the decoder has one: in the critic's, the TD error's
+            # gradient on the encoder would set the step size and the reward's share would vanish.
+            self.reward_optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.reward_head.parameters()], lr=cfg.critic_lr,
+                                                     fused=self.device.type in ("cpu", "cuda"))
+            self._optimizers += ("reward_optimizer",)
         if not cfg.crossq:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -228,7 +244,8 @@ class SAC:
         As in the authors' softlearning code, the three losses are computed at the same parameters
         and stepped together: one backward pass and one optimizer step instead of three, which is
         most of what an update costs on a CPU. Each loss reaches only its own parameters.
-        Returns scalar diagnostics: losses (recon_loss with recon_weight > 0), alpha, entropy (-mean log pi), mean Q.
+        Returns scalar diagnostics: losses (recon_loss with recon_weight > 0, reward_loss with
+        reward_head), alpha, entropy (-mean log pi), mean Q.
         """
         cfg = self.config
         obs, next_obs = batch["obs"], batch["next_obs"]
@@ -299,6 +316,15 @@ class SAC:
             self.recon_optimizer.zero_grad(set_to_none=True)
             (cfg.recon_weight * recon_loss).backward()
             self.recon_optimizer.step()
+
+        # 6. Reward prediction (reward_head): r_t depends on the state the action led to (the claw's
+        # on the valve's angle to the target, which only the image shows), so the head reads the
+        # next observation's features; one step of its own Adam on the encoder and the head.
+        if self.reward_head is not None:
+            reward_loss = F.mse_loss(self.reward_head(self.encoder(next_obs)).squeeze(-1), reward)
+            self.reward_optimizer.zero_grad(set_to_none=True)
+            reward_loss.backward()
+            self.reward_optimizer.step()
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
@@ -307,6 +333,9 @@ class SAC:
         if self.decoder is not None:
             names.append("recon_loss")
             values.append(recon_loss.detach())
+        if self.reward_head is not None:
+            names.append("reward_loss")
+            values.append(reward_loss.detach())
         return dict(zip(names, torch.stack(values).tolist()))
 
     # ---- saving -------------------------------------------------------------------------------
