@@ -87,8 +87,11 @@ TASKS = {
         # loss: without it seed 0 had not learned by 44 000 steps (median final error 1.3-1.4 rad in training,
         # full-circle targets); with it, on ROBEL's task, 0.35 success and a median error of 0.145 rad in
         # evaluation at 100 000 steps (session 25), the learner at a median 22 updates/s beside the collector.
+        # The reward head (session 27, seed 0): the same 0.35 success, but mean return +692 against +178,
+        # 2 evaluation episodes more than 0.4 rad off against 6, and the training curve ~30 000 steps ahead.
         "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
-                         "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--batch-size", "128", "--threads", "2"],
+                         "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--sac", "reward_head=true", "--batch-size", "128",
+                         "--threads", "2"],
         "sb3_tuned": {"learning_rate": 1e-3, "learning_starts": 1000},
         "title": "ClawValveTurn random, pixels + fingers, domain randomisation on",
     },
