@@ -1,0 +1,88 @@
+"""Why a trained claw misses: stalls, the policy's mean against its samples, and what the encoder reads.
+
+For a `robosac train` run of ClawValveTurn (sim backend), plays the same episodes (seeds SEED,
+SEED+1, ...) twice: with the policy's mean action (the evaluation's) and with sampled actions.
+For each deterministic episode it reports the final error (rad), whether the valve had stalled
+(moved less than --stall-rad over the episode's second half) and, where the run trained a reward
+head (`--sac reward_head=true`), the head's prediction of the last step's reward next to the
+reward itself: a head that predicts the bonus of |error| < 0.1 rad at 0.16 rad says the encoder
+reads the valve as on target when it is not.
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/claw_eval_stall.py runs/robel_rh/seed0 --episodes 40
+
+Prints one line per missed deterministic episode and a JSON summary (also written with --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import robosac  # noqa: F401 - env ids
+from robosac.persist import atomic_write_bytes, load_checkpoint
+from robosac.sac.sac import SAC, sac_config_from
+
+
+def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool) -> dict:
+    obs, _ = env.reset(seed=seed)
+    errors, rewards, predicted = [], [], []
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, deterministic=deterministic))
+        done = terminated or truncated
+        errors.append(-info["score"])
+        rewards.append(float(reward))
+        if agent.reward_head is not None:
+            with torch.inference_mode():
+                predicted.append(float(agent.reward_head(agent.encoder(agent.obs_to_torch(obs)))))
+    half = errors[len(errors) // 2:]
+    return {"success": bool(info["success"]), "final_error_rad": errors[-1], "second_half_range_rad": max(half) - min(half),
+            "last_reward": rewards[-1], "last_reward_predicted": predicted[-1] if predicted else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=12345, help="first episode's seed")
+    ap.add_argument("--stall-rad", type=float, default=0.02, help="a miss whose valve moved less than this in the second half stalled")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args()
+    run = Path(args.run_dir)
+    desc = json.loads((run / "run.json").read_text())
+    ck = load_checkpoint(run / "learner.pt")
+    if not desc["env_id"].startswith("robosac/ClawValveTurn"):
+        print(f"claw_eval_stall: {run} is a {desc['env_id']} run; this diagnostic is for ClawValveTurn", file=sys.stderr)
+        return 2
+    env = gym.make(desc["env_id"], **{**desc.get("env_kwargs", {}), "backend": "sim", "pixels": desc.get("pixels", False)})
+    agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))
+    agent.load_state_dict(ck["agent"])
+    res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed}
+    for mode in ("deterministic", "stochastic"):
+        eps = [play(env, agent, args.seed + i, mode == "deterministic") for i in range(args.episodes)]
+        misses = [e for e in eps if not e["success"]]
+        res[mode] = {"success_rate": float(np.mean([e["success"] for e in eps])),
+                     "median_final_error_rad": float(np.median([e["final_error_rad"] for e in eps])),
+                     "misses": len(misses), "stalled_misses": sum(e["second_half_range_rad"] < args.stall_rad for e in misses)}
+        if mode == "deterministic":
+            for i, e in enumerate(eps):
+                if not e["success"]:
+                    pred = "" if e["last_reward_predicted"] is None else f", reward head {e['last_reward_predicted']:+.0f}"
+                    print(f"episode {i}: final error {e['final_error_rad']:.3f} rad, moved {e['second_half_range_rad']:.3f} rad "
+                          f"in the second half, last reward {e['last_reward']:+.0f}{pred}")
+            res["deterministic"]["episodes"] = eps
+    env.close()
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "episodes"} if isinstance(v, dict) else v) for k, v in res.items()}))
+    if args.out:
+        atomic_write_bytes(args.out, json.dumps(res, indent=1).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
