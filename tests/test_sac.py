@@ -317,6 +317,18 @@ def test_pixel_sac_learns_a_bandit_seen_only_in_images():
     assert np.mean(errors) < 0.15, np.mean(errors)
 
 
+def _assert_restored_agent_updates_identically(agent: SAC, env: gym.Env, replay: Replay, tmp_path) -> None:
+    """Everything an update reads is saved: a restored agent makes a bit-identical next update."""
+    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
+    clone = SAC(env.observation_space, env.action_space, agent.config, seed=1)
+    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
+    batch = replay.sample(32)
+    torch.manual_seed(3)
+    s1 = agent.update(batch)
+    torch.manual_seed(3)
+    assert clone.update(batch) == s1
+
+
 def test_reconstruction_teaches_the_encoder_what_the_critic_does_not(tmp_path):
     """SAC-AE's loss (recon_weight > 0): with zero rewards the critic carries no information about
     the shade, yet after training the decoder rebuilds each image's red shade from the encoder's
@@ -343,15 +355,8 @@ def test_reconstruction_teaches_the_encoder_what_the_critic_does_not(tmp_path):
     assert np.corrcoef(shades, rebuilt)[0, 1] > 0.9
     assert np.mean(np.abs(np.array(rebuilt) - shades)) < 0.1
 
-    # The decoder and its optimizer are saved: a restored agent makes a bit-identical next update.
-    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
-    clone = SAC(env.observation_space, env.action_space, cfg, seed=1)
-    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
-    batch = replay.sample(32)
-    torch.manual_seed(3)
-    s1 = agent.update(batch)
-    torch.manual_seed(3)
-    assert clone.update(batch) == s1
+    # The decoder and its optimizer are saved.
+    _assert_restored_agent_updates_identically(agent, env, replay, tmp_path)
 
     plain = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), feature_dim=16), seed=0)
     assert plain.decoder is None and "recon_loss" not in plain.update(replay.sample(8))
@@ -511,14 +516,7 @@ def test_reward_head_reads_the_reward_from_the_next_image(tmp_path):
     assert np.corrcoef(targets, predicted)[0, 1] > 0.9
     assert np.mean(np.abs(np.array(predicted) - targets)) < 0.2
 
-    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
-    clone = SAC(env.observation_space, env.action_space, cfg, seed=1)
-    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
-    batch = replay.sample(32)
-    torch.manual_seed(3)
-    s1 = agent.update(batch)
-    torch.manual_seed(3)
-    assert clone.update(batch) == s1
+    _assert_restored_agent_updates_identically(agent, env, replay, tmp_path)
 
     plain = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), feature_dim=16), seed=0)
     assert plain.reward_head is None and "reward_loss" not in plain.update(replay.sample(8))
