@@ -25,25 +25,25 @@ import numpy as np
 import torch
 
 import robosac  # noqa: F401 - env ids
-from robosac.persist import atomic_write_bytes, load_checkpoint
+from robosac.persist import CheckpointError, atomic_write_bytes, load_checkpoint
 from robosac.sac.sac import SAC, sac_config_from
 
 
 def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool) -> dict:
     obs, _ = env.reset(seed=seed)
-    errors, rewards, predicted = [], [], []
+    errors = []
     done = False
     while not done:
         obs, reward, terminated, truncated, info = env.step(agent.act(obs, deterministic=deterministic))
         done = terminated or truncated
         errors.append(-info["score"])
-        rewards.append(float(reward))
-        if agent.reward_head is not None:
-            with torch.inference_mode():
-                predicted.append(float(agent.reward_head(agent.encoder(agent.obs_to_torch(obs)))))
+    predicted = None
+    if agent.reward_head is not None:  # on the last observation, the one the last reward was for
+        with torch.inference_mode():
+            predicted = float(agent.reward_head(agent.encoder(agent.obs_to_torch(obs))))
     half = errors[len(errors) // 2:]
     return {"success": bool(info["success"]), "final_error_rad": errors[-1], "second_half_range_rad": max(half) - min(half),
-            "last_reward": rewards[-1], "last_reward_predicted": predicted[-1] if predicted else None}
+            "last_reward": float(reward), "last_reward_predicted": predicted}
 
 
 def main() -> int:
@@ -54,9 +54,15 @@ def main() -> int:
     ap.add_argument("--stall-rad", type=float, default=0.02, help="a miss whose valve moved less than this in the second half stalled")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
+    if args.episodes < 1:
+        ap.error(f"--episodes: invalid value {args.episodes}; allowed: an integer >= 1")
     run = Path(args.run_dir)
-    desc = json.loads((run / "run.json").read_text())
-    ck = load_checkpoint(run / "learner.pt")
+    try:
+        desc = json.loads((run / "run.json").read_text())
+        ck = load_checkpoint(run / "learner.pt")
+    except (OSError, json.JSONDecodeError, CheckpointError) as e:
+        print(f"claw_eval_stall: {run} is not a finished `robosac train` run: {e}", file=sys.stderr)
+        return 2
     if not desc["env_id"].startswith("robosac/ClawValveTurn"):
         print(f"claw_eval_stall: {run} is a {desc['env_id']} run; this diagnostic is for ClawValveTurn", file=sys.stderr)
         return 2
@@ -65,6 +71,7 @@ def main() -> int:
     agent.load_state_dict(ck["agent"])
     res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed}
     for mode in ("deterministic", "stochastic"):
+        torch.manual_seed(args.seed)  # the sampled actions' noise, so a rerun gives the same figures
         eps = [play(env, agent, args.seed + i, mode == "deterministic") for i in range(args.episodes)]
         misses = [e for e in eps if not e["success"]]
         res[mode] = {"success_rate": float(np.mean([e["success"] for e in eps])),
