@@ -1,7 +1,8 @@
 """Why a trained claw misses: stalls, the policy's mean against its samples, and what the encoder reads.
 
 For a `robosac train` run of ClawValveTurn (sim backend), plays the same episodes (seeds SEED,
-SEED+1, ...) twice: with the policy's mean action (the evaluation's) and with sampled actions.
+SEED+1, ...) with the policy's mean action (the evaluation's), then with sampled actions once per
+torch seed 0..--sample-seeds-1 (a single sampled pass is one noisy draw).
 For each deterministic episode it reports the final error (rad), whether the valve had stalled
 (moved less than --stall-rad over the episode's second half) and, where the run trained a reward
 head (`--sac reward_head=true`), the head's prediction of the last step's reward next to the
@@ -52,10 +53,13 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--seed", type=int, default=12345, help="first episode's seed")
     ap.add_argument("--stall-rad", type=float, default=0.02, help="a miss whose valve moved less than this in the second half stalled")
+    ap.add_argument("--sample-seeds", type=int, default=5, help="repeat the sampled pass with torch seeds 0..N-1 (one draw is noisy)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.episodes < 1:
         ap.error(f"--episodes: invalid value {args.episodes}; allowed: an integer >= 1")
+    if args.sample_seeds < 1:
+        ap.error(f"--sample-seeds: invalid value {args.sample_seeds}; allowed: an integer >= 1")
     run = Path(args.run_dir)
     try:
         desc = json.loads((run / "run.json").read_text())
@@ -70,8 +74,9 @@ def main() -> int:
     agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))
     agent.load_state_dict(ck["agent"])
     res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed}
-    for mode in ("deterministic", "stochastic"):
-        torch.manual_seed(args.seed)  # the sampled actions' noise, so a rerun gives the same figures
+    passes = [("deterministic", 0)] + [(f"stochastic_seed{k}", k) for k in range(args.sample_seeds)]
+    for mode, torch_seed in passes:
+        torch.manual_seed(torch_seed)  # the sampled actions' noise, so a rerun gives the same figures
         eps = [play(env, agent, args.seed + i, mode == "deterministic") for i in range(args.episodes)]
         misses = [e for e in eps if not e["success"]]
         res[mode] = {"success_rate": float(np.mean([e["success"] for e in eps])),
@@ -84,6 +89,8 @@ def main() -> int:
                     print(f"episode {i}: final error {e['final_error_rad']:.3f} rad, moved {e['second_half_range_rad']:.3f} rad "
                           f"in the second half, last reward {e['last_reward']:+.0f}{pred}")
             res["deterministic"]["episodes"] = eps
+    sampled = [res[m]["success_rate"] for m, _ in passes[1:]]
+    res["stochastic_success_mean"], res["stochastic_success_min_max"] = float(np.mean(sampled)), [min(sampled), max(sampled)]
     env.close()
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "episodes"} if isinstance(v, dict) else v) for k, v in res.items()}))
     if args.out:
