@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 import robosac  # noqa: F401 - env ids
-from robosac.persist import CheckpointError, atomic_write_bytes, load_checkpoint
+from robosac.persist import atomic_write_bytes
+from robosac.runtime.eval_cli import load_run
 from robosac.sac.sac import SAC, sac_config_from
 
 
@@ -62,10 +63,9 @@ def main() -> int:
         ap.error(f"--sample-seeds: invalid value {args.sample_seeds}; allowed: an integer >= 1")
     run = Path(args.run_dir)
     try:
-        desc = json.loads((run / "run.json").read_text())
-        ck = load_checkpoint(run / "learner.pt")
-    except (OSError, json.JSONDecodeError, CheckpointError) as e:
-        print(f"claw_eval_stall: {run} is not a finished `robosac train` run: {e}", file=sys.stderr)
+        desc, ck = load_run(run)
+    except ValueError as e:
+        print(f"claw_eval_stall: {e}", file=sys.stderr)
         return 2
     if not desc["env_id"].startswith("robosac/ClawValveTurn"):
         print(f"claw_eval_stall: {run} is a {desc['env_id']} run; this diagnostic is for ClawValveTurn", file=sys.stderr)

@@ -12,6 +12,18 @@ import sys
 from pathlib import Path
 
 
+def load_run(run_dir: str | Path) -> tuple[dict, dict]:
+    """A finished run's description (RUN_DIR/run.json) and learner checkpoint (RUN_DIR/learner.pt).
+    Raises ValueError naming the directory and what is missing or unreadable."""
+    from robosac.persist import CheckpointError, load_checkpoint
+
+    run = Path(run_dir)
+    try:
+        return json.loads((run / "run.json").read_text()), load_checkpoint(run / "learner.pt")
+    except (OSError, json.JSONDecodeError, CheckpointError) as e:
+        raise ValueError(f"{run} is not a finished robot run: {e}") from e
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="replay a trained policy from a run directory (optionally recording an MP4)")
     p.add_argument("run_dir", help="a run directory written by `robosac train` on a robot env")
@@ -32,16 +44,14 @@ def _run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import robosac  # noqa: F401 - env ids
-    from robosac.persist import CheckpointError, load_checkpoint
     from robosac.runtime.telemetry import evaluate
     from robosac.sac.sac import SAC, sac_config_from
 
     run = Path(args.run_dir)
     try:
-        desc = json.loads((run / "run.json").read_text())
-        ck = load_checkpoint(run / "learner.pt")
-    except (OSError, json.JSONDecodeError, CheckpointError) as e:
-        print(f"robosac eval: {run} is not a finished robot run: {e}", file=sys.stderr)
+        desc, ck = load_run(run)
+    except ValueError as e:
+        print(f"robosac eval: {e}", file=sys.stderr)
         return 2
     backend = args.backend or desc["backend"]
     if args.video_camera is not None and (backend != "sim" or args.video is None):
