@@ -9,6 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import time
+
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import robosac  # noqa: F401 - registers the env ids
@@ -585,3 +587,62 @@ def test_sim_backend_restarts_the_simulation_when_the_robots_own_reset_fails() -
     pose = env.config.reset.pose_rad
     assert all(abs(q[env.robot.names.index(n)] - v) < 0.1 for n, v in pose.items())
     env.close()
+
+
+# ------------------------------------------------------------------ goal relabelling
+
+
+def _claw_episode(target_rad: float, actions: np.ndarray) -> tuple[dict, list[dict]]:
+    """A batch (as SAC.sample gives it) of one sim episode from a fixed seed and start, and its infos."""
+    env = gym.make(CLAW, backend="sim").unwrapped
+    obs, _ = env.reset(seed=3, options={"start_rad": 0.0, "target_rad": target_rad})
+    rows, infos = [], []
+    for a in actions:
+        nxt, r, _, _, info = env.step(a)
+        rows.append((obs["state"], r, nxt["state"]))
+        infos.append(info)
+        obs = nxt
+    env.close()
+    batch = {"obs": {"state": torch.as_tensor(np.stack([o for o, _, _ in rows]))},
+             "next_obs": {"state": torch.as_tensor(np.stack([n for _, _, n in rows]))},
+             "reward": torch.as_tensor([r for _, r, _ in rows], dtype=torch.float32),
+             "action": torch.as_tensor(actions), "terminated": torch.zeros(len(rows))}
+    return batch, infos
+
+
+def test_relabelled_transitions_are_what_the_env_gives_for_that_target() -> None:
+    from robosac.envs.claw import relabel_targets
+
+    actions = np.random.default_rng(0).uniform(-1, 1, (40, 9)).astype(np.float32)
+    far, _ = _claw_episode(math.pi, actions)
+    near, infos = _claw_episode(0.12, actions)  # the same physics (same seed, start and actions), another target
+    assert any(i["reward/bonus_big"] for i in infos) and not all(i["success"] for i in infos)  # both sides of the band
+    rows = torch.arange(0, 40, 2)
+    out = relabel_targets(far, rows, torch.full((20,), 0.12))
+    torch.testing.assert_close(out["obs"]["state"][rows], near["obs"]["state"][rows], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out["next_obs"]["state"][rows], near["next_obs"]["state"][rows], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out["reward"][rows], near["reward"][rows], atol=1e-3, rtol=0)
+    # The other rows, and the batch passed in, keep the original target.
+    torch.testing.assert_close(out["reward"][1::2], far["reward"][1::2])
+    assert not torch.allclose(far["reward"][rows], near["reward"][rows])
+
+
+def test_relabelling_near_the_reached_angle_and_its_refusals() -> None:
+    from robosac.envs.claw import RELABEL_RADIUS_RAD
+
+    actions = np.random.default_rng(1).uniform(-1, 1, (80, 9)).astype(np.float32)
+    batch, _ = _claw_episode(math.pi, actions)
+    env = gym.make(CLAW, backend="sim").unwrapped
+    out = env.goal_relabeler(0.5)(batch, np.random.default_rng(0))
+    moved = (out["next_obs"]["state"][:, -1] != batch["next_obs"]["state"][:, -1]).numpy()
+    assert 20 <= moved.sum() <= 60  # about half the rows
+    assert np.all(np.abs(out["next_obs"]["state"][moved, -1].numpy()) <= RELABEL_RADIUS_RAD + 1e-5)
+    assert np.abs(batch["next_obs"]["state"][:, -1].numpy()).min() > 1.0  # the original target was far
+    assert (out["reward"][moved] > batch["reward"][moved]).all()  # nearer the target pays more
+    with pytest.raises(ValueError, match="relabel: invalid value 0"):
+        env.goal_relabeler(0.0)
+    env.close()
+    blind = gym.make(CLAW, backend="sim", valve_in_state=False).unwrapped
+    with pytest.raises(ValueError, match="valve_in_state"):
+        blind.goal_relabeler(0.5)
+    blind.close()

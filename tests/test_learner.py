@@ -337,6 +337,26 @@ def test_learner_updates_publishes_and_respects_the_update_cap(runtime):
     assert u >= 0.6 * cap * n, (u, n)
 
 
+def _count_and_relabel(path: str, batch: dict, rng: np.random.Generator) -> dict:
+    """A relabel hook for the test: appends the batch size to ``path``, sets every reward to 5."""
+    with open(path, "a") as f:
+        f.write(f"{len(batch['reward'])}\n")
+    return {**batch, "reward": torch.full_like(batch["reward"], 5.0)}
+
+
+def test_learner_applies_the_relabel_hook_to_every_batch(runtime, tmp_path):
+    import functools
+
+    replay, _, make = runtime
+    log = tmp_path / "relabel.log"
+    lp = make(relabel=functools.partial(_count_and_relabel, str(log))).start()
+    Feeder(replay, rate_hz=1).add(300)
+    _wait(lambda: lp.stats()["updates"] >= 50, 60, "50 updates")
+    lp.stop(timeout=10)
+    calls = log.read_text().split()
+    assert set(calls) == {"32"} and len(calls) == lp.stats()["updates"]
+
+
 def test_supervisor_restarts_a_killed_or_hung_learner_from_its_checkpoint(runtime, tmp_path):
     replay, weights, make = runtime
     lp = make(checkpoint_every_s=0.3, max_updates_per_step=4.0)

@@ -128,7 +128,15 @@ def test_nothing_to_resume_and_unknown_targets(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2 and "--env: env setting 'valve' is not one" in err and "valve_in_state" in err
     rc, err = train("Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x"), "--env", "variant=random")
     assert rc == 2 and "--env applies to robot envs" in err
+    rc, err = train("Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x"), "--relabel", "0.5")
+    assert rc == 2 and "--relabel applies to robot envs with targets" in err
     assert not (tmp_path / "x").exists()
+    for args, message in ((["--relabel", "1.5"], "relabel: invalid value 1.5; allowed: a fraction in (0, 1]"),
+                          (["--relabel", "0.5", "--env", "valve_in_state=false"], "relabel: needs valve_in_state=true"),
+                          (["--relabel", "0.5"], "QuadrupedWalkEnv has no goals to relabel")):
+        target = "robosac/QuadrupedWalk-v0" if "goals" in message else "robosac/ClawValveTurn-v0"
+        rc, err = train(target, "--steps", "10", "--out", str(tmp_path / "y"), *args)
+        assert rc == 2 and message in err, err
 
 
 def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

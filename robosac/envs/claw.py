@@ -15,6 +15,11 @@ Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
     bonus_big         +50 when |error| < 0.10 rad
 success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at control.episode_s.
 
+Goal relabelling (`ClawValveTurnEnv.goal_relabeler`, `robosac train --relabel FRACTION`): the
+valve's dynamics do not depend on the target, so a stored transition is as valid for any other
+target once the target-dependent parts (the error feature, the target-distance and bonus reward
+terms) are recomputed; see `relabel_targets`.
+
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
     "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
     "random"  start uniform in [-pi/3, pi/3], target pi + uniform [-pi/3, pi/3] (wrapped), as ROBEL's
@@ -23,23 +28,67 @@ Variants (constructor argument `variant`, or reset(options={"start_rad":..., "ta
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from robosac.envs.base import RobotEnv
 from robosac.hal.units import wrap_angle
 from robosac.robots.claw_reset import reset_claw
 from robosac.robots.robot import RobotState
 
-__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD"]
+__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "relabel_near_achieved"]
 
 VARIANTS = ("fixed", "random")
 SUCCESS_RAD = 0.1
 FIXED_START_RAD = 0.0
 FIXED_TARGET_RAD = math.pi  # ROBEL DClawTurnFixed: half a turn
 JOINT_VEL_THRESHOLD_RAD_S = 0.5
+# Relabelled targets lie within this of the valve angle a transition reached, rad: the last
+# approach to the band, where the policy's misses settle (0.1-0.3 rad short).
+RELABEL_RADIUS_RAD = 0.3
+# Where the valve-in-state features sit in "state" (see the module docstring).
+_COS, _SIN, _ERR = 18, 19, 30
+
+
+def _target_terms(error: torch.Tensor) -> torch.Tensor:
+    """The reward terms that depend on the target: target_dist_cost + bonus_small + bonus_big."""
+    dist = error.abs()
+    return -5.0 * dist + 10.0 * (dist < 0.25).float() + 50.0 * (dist < SUCCESS_RAD).float()
+
+
+def _wrap(x: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
+
+
+def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor) -> dict[str, Any]:
+    """``batch`` (as `SAC.sample` returns it, valve in the state) with rows ``rows`` (K,) moved to
+    the targets ``target_rad`` (K,) rad: the error feature of obs and next_obs and the reward are
+    what the env would have given for that target. Other rows and the input are unchanged."""
+    obs, nxt = batch["obs"]["state"].clone(), batch["next_obs"]["state"].clone()
+    reward = batch["reward"].clone()
+    for s in (obs, nxt):
+        valve = torch.atan2(s[rows, _SIN], s[rows, _COS])
+        s[rows, _ERR] = _wrap(target_rad - valve)
+    reward[rows] += _target_terms(nxt[rows, _ERR]) - _target_terms(batch["next_obs"]["state"][rows, _ERR])
+    return {**batch, "obs": {**batch["obs"], "state": obs}, "next_obs": {**batch["next_obs"], "state": nxt}, "reward": reward}
+
+
+def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fraction: float,
+                          radius_rad: float = RELABEL_RADIUS_RAD) -> dict[str, Any]:
+    """Relabel a random ``fraction`` of the rows with a target uniform within ``radius_rad`` of
+    the valve angle each row reached (its next_obs): examples of finishing a turn, for every
+    target, from every turning motion in the replay."""
+    n = batch["reward"].shape[0]
+    rows = np.flatnonzero(rng.random(n) < fraction)
+    state = batch["next_obs"]["state"]
+    rows_t = torch.as_tensor(rows, device=state.device)
+    reached = torch.atan2(state[rows_t, _SIN], state[rows_t, _COS])
+    offset = torch.as_tensor(rng.uniform(-radius_rad, radius_rad, rows.size), dtype=state.dtype, device=state.device)
+    return relabel_targets(batch, rows_t, _wrap(reached + offset))
 
 
 class ClawValveTurnEnv(RobotEnv):
@@ -57,6 +106,15 @@ class ClawValveTurnEnv(RobotEnv):
         self._valve = self.robot.names.index("valve")
         self.target_rad = FIXED_TARGET_RAD
         self.reset_report = None
+
+    def goal_relabeler(self, fraction: float) -> Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]:
+        """A picklable ``relabel(batch, rng)`` for the learner: `relabel_near_achieved` on ``fraction``
+        of each batch. Needs the valve angle in the state (it is where the reached angle is read)."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"relabel: invalid value {fraction!r}; allowed: a fraction in (0, 1]")
+        if not self.valve_in_state:
+            raise ValueError("relabel: needs valve_in_state=true (the reached valve angle is read from the state)")
+        return functools.partial(relabel_near_achieved, fraction=fraction)
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1

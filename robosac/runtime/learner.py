@@ -26,7 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,6 +55,9 @@ class LearnerConfig:
     seed: int = 0
     device: str = "cpu"
     idle_sleep_s: float = 0.001  # sleep when warm-up or the update cap holds the learner back
+    # relabel(batch, rng) -> batch, applied to every sampled batch (goal relabelling, e.g.
+    # ClawValveTurnEnv.goal_relabeler); picklable, as it goes to the spawned process.
+    relabel: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.publish_every < 1 or self.threads < 1:
@@ -138,7 +141,8 @@ def _learner_main(
             if pause.is_set() or n < cfg.learning_starts or agent.updates + 1 > cfg.max_updates_per_step * n:
                 time.sleep(cfg.idle_sleep_s)
                 continue
-            info = agent.update(agent.sample(replay, cfg.batch_size, rng=rng))
+            batch = agent.sample(replay, cfg.batch_size, rng=rng)
+            info = agent.update(batch if cfg.relabel is None else cfg.relabel(batch, rng))
             for k, name in enumerate(UPDATE_STATS):
                 floats[F_STATS + k] = info.get(name, math.nan)
             ints[I_UPDATES] = agent.updates

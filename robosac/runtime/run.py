@@ -60,6 +60,8 @@ class RunConfig:
     wait_for_learner_slack: int | None = None
     # Torch threads of the learner process. 1 on a robot: the other core stays with the control loop.
     learner_threads: int = 1
+    # Goal relabelling: this fraction of every batch gets other targets (the env's goal_relabeler).
+    relabel_fraction: float = 0.0
 
     def validate(self) -> None:
         for k in ("steps", "batch_size", "replay_capacity", "flush_every", "publish_every"):
@@ -116,10 +118,17 @@ def train_async(
                 agent.load_state_dict(load_checkpoint(ckpt)["agent"])
             except (CheckpointError, KeyError, ValueError, RuntimeError) as e:
                 raise RunError(f"cannot resume from {ckpt}: {e}") from e
+        relabel = None
+        if cfg.relabel_fraction:
+            relabeler = getattr(env.unwrapped, "goal_relabeler", None)
+            if relabeler is None:
+                raise RunError(f"relabel: {type(env.unwrapped).__name__} has no goals to relabel; allowed: 0 for this env")
+            relabel = relabeler(cfg.relabel_fraction)
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
-                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=cfg.learner_threads, seed=cfg.seed),
+                          publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=cfg.learner_threads, seed=cfg.seed,
+                          relabel=relabel),
         )
         replay, learner = link.replay, link.process
         store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},

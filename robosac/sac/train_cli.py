@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=s.critic_lr, help="learning rate of actor, critics and temperature")
     p.add_argument("--sac", action="append", default=[], metavar="KEY=VALUE",
                    help="any SACConfig setting, repeatable, applied after --lr: e.g. --sac critic_dropout=0.01 --sac gamma=0.95")
+    p.add_argument("--relabel", type=float, default=0.0, metavar="FRACTION",
+                   help="robot envs with targets (ClawValveTurn): relabel this fraction of each batch with targets near the angle reached")
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (sync loop: default torch's; robot envs: the learner process's, default 1, keeping a core for the control loop)")
@@ -108,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
         return _run_robot(args, out, robot)
     if args.env_settings:
         print("robosac train: --env applies to robot envs (robosac/... ids or a hardware config)", file=sys.stderr)
+        return 2
+    if args.relabel:
+        print("robosac train: --relabel applies to robot envs with targets (robosac/ClawValveTurn-v0)", file=sys.stderr)
         return 2
     if args.target not in gym.registry:
         print(f"robosac train: unknown target {args.target!r}: not a registered Gymnasium env id or a hardware config", file=sys.stderr)
@@ -184,7 +189,7 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
                     wait_for_learner_slack=200 if backend == "sim" else None,
                     # One thread unless asked: a second OpenMP thread on a busy 2-core machine spins
                     # against the collector (measured: 3.6 instead of ~30 updates/s under load).
-                    learner_threads=args.threads or 1)
+                    learner_threads=args.threads or 1, relabel_fraction=args.relabel)
     describe = {"target": args.target, "env_id": env_id, "backend": backend, "twin": args.twin, "pixels": args.pixels,
                 "env_kwargs": args.env_kwargs}
     error: Exception | None = None
