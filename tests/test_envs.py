@@ -592,9 +592,10 @@ def test_sim_backend_restarts_the_simulation_when_the_robots_own_reset_fails() -
 # ------------------------------------------------------------------ goal relabelling
 
 
-def _claw_episode(target_rad: float, actions: np.ndarray) -> tuple[dict, list[dict]]:
-    """A batch (as SAC.sample gives it) of one sim episode from a fixed seed and start, and its infos."""
-    env = gym.make(CLAW, backend="sim").unwrapped
+def _claw_episode(target_rad: float, actions: np.ndarray, valve_in_state: bool = True) -> tuple[dict, list[dict]]:
+    """A batch (as SAC.sample gives it, with the replay's "valve_rad") of one sim episode from a
+    fixed seed and start, and its infos."""
+    env = gym.make(CLAW, backend="sim", valve_in_state=valve_in_state).unwrapped
     obs, _ = env.reset(seed=3, options={"start_rad": 0.0, "target_rad": target_rad})
     rows, infos = [], []
     for a in actions:
@@ -606,43 +607,50 @@ def _claw_episode(target_rad: float, actions: np.ndarray) -> tuple[dict, list[di
     batch = {"obs": {"state": torch.as_tensor(np.stack([o for o, _, _ in rows]))},
              "next_obs": {"state": torch.as_tensor(np.stack([n for _, _, n in rows]))},
              "reward": torch.as_tensor([r for _, r, _ in rows], dtype=torch.float32),
+             "valve_rad": torch.as_tensor([i["valve_rad"] for i in infos], dtype=torch.float32),
              "action": torch.as_tensor(actions), "terminated": torch.zeros(len(rows))}
     return batch, infos
 
 
-def test_relabelled_transitions_are_what_the_env_gives_for_that_target() -> None:
+@pytest.mark.parametrize("valve_in_state", [True, False])
+def test_relabelled_transitions_are_what_the_env_gives_for_that_target(valve_in_state: bool) -> None:
     from robosac.envs.claw import relabel_targets
 
     actions = np.random.default_rng(0).uniform(-1, 1, (40, 9)).astype(np.float32)
-    far, _ = _claw_episode(math.pi, actions)
-    near, infos = _claw_episode(0.12, actions)  # the same physics (same seed, start and actions), another target
+    far, _ = _claw_episode(math.pi, actions, valve_in_state)
+    # The same physics (same seed, start and actions) with another target, near where the valve goes.
+    near, infos = _claw_episode(0.12, actions, valve_in_state)
     assert any(i["reward/bonus_big"] for i in infos) and not all(i["success"] for i in infos)  # both sides of the band
+    torch.testing.assert_close(near["valve_rad"], far["valve_rad"])
     rows = torch.arange(0, 40, 2)
-    out = relabel_targets(far, rows, torch.full((20,), 0.12))
+    out = relabel_targets(far, rows, torch.full((20,), 0.12), valve_in_state)
     torch.testing.assert_close(out["obs"]["state"][rows], near["obs"]["state"][rows], atol=1e-4, rtol=0)
     torch.testing.assert_close(out["next_obs"]["state"][rows], near["next_obs"]["state"][rows], atol=1e-4, rtol=0)
     torch.testing.assert_close(out["reward"][rows], near["reward"][rows], atol=1e-3, rtol=0)
     # The other rows, and the batch passed in, keep the original target.
     torch.testing.assert_close(out["reward"][1::2], far["reward"][1::2])
+    torch.testing.assert_close(out["obs"]["state"][1::2], far["obs"]["state"][1::2])
     assert not torch.allclose(far["reward"][rows], near["reward"][rows])
 
 
-def test_relabelling_near_the_reached_angle_and_its_refusals() -> None:
+@pytest.mark.parametrize("valve_in_state", [True, False])
+def test_relabelling_near_the_reached_angle(valve_in_state: bool) -> None:
     from robosac.envs.claw import RELABEL_RADIUS_RAD
 
     actions = np.random.default_rng(1).uniform(-1, 1, (80, 9)).astype(np.float32)
-    batch, _ = _claw_episode(math.pi, actions)
-    env = gym.make(CLAW, backend="sim").unwrapped
+    batch, infos = _claw_episode(math.pi, actions, valve_in_state)
+    assert min(abs(i["score"]) for i in infos) > 1.0  # the original target was far
+    env = gym.make(CLAW, backend="sim", valve_in_state=valve_in_state).unwrapped
     out = env.goal_relabeler(0.5)(batch, np.random.default_rng(0))
-    moved = (out["next_obs"]["state"][:, -1] != batch["next_obs"]["state"][:, -1]).numpy()
+    moved = (out["next_obs"]["state"] != batch["next_obs"]["state"]).any(1).numpy()
     assert 20 <= moved.sum() <= 60  # about half the rows
-    assert np.all(np.abs(out["next_obs"]["state"][moved, -1].numpy()) <= RELABEL_RADIUS_RAD + 1e-5)
-    assert np.abs(batch["next_obs"]["state"][:, -1].numpy()).min() > 1.0  # the original target was far
+    state = out["next_obs"]["state"][moved]
+    if valve_in_state:
+        error = state[:, -1]
+    else:
+        error = torch.remainder(torch.atan2(state[:, 28], state[:, 27]) - batch["valve_rad"][moved] + math.pi, 2 * math.pi) - math.pi
+    assert np.all(np.abs(error.numpy()) <= RELABEL_RADIUS_RAD + 1e-5)
     assert (out["reward"][moved] > batch["reward"][moved]).all()  # nearer the target pays more
     with pytest.raises(ValueError, match="relabel: invalid value 0"):
         env.goal_relabeler(0.0)
     env.close()
-    blind = gym.make(CLAW, backend="sim", valve_in_state=False).unwrapped
-    with pytest.raises(ValueError, match="valve_in_state"):
-        blind.goal_relabeler(0.5)
-    blind.close()

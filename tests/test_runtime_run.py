@@ -132,7 +132,6 @@ def test_nothing_to_resume_and_unknown_targets(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2 and "--relabel applies to robot envs with targets" in err
     assert not (tmp_path / "x").exists()
     for args, message in ((["--relabel", "1.5"], "relabel: invalid value 1.5; allowed: a fraction in (0, 1]"),
-                          (["--relabel", "0.5", "--env", "valve_in_state=false"], "relabel: needs valve_in_state=true"),
                           (["--relabel", "0.5"], "QuadrupedWalkEnv has no goals to relabel")):
         target = "robosac/QuadrupedWalk-v0" if "goals" in message else "robosac/ClawValveTurn-v0"
         rc, err = train(target, "--steps", "10", "--out", str(tmp_path / "y"), *args)
@@ -143,12 +142,16 @@ def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path
     out = tmp_path / "run"
     r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
                "--env", "frame_stack=2", "--steps", "300", "--learning-starts", "256", "--batch-size", "32", "--eval-episodes", "1",
-               "--eval-every-episodes", "0", "--out", str(out))
+               "--eval-every-episodes", "0", "--relabel", "0.5", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
+    # The learner relabelled from the replay's valve angles without dying (it would be restarted).
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["learner_restarts"] == 0 and summary["updates"] > 0
     desc = json.loads((out / "run.json").read_text())
     assert desc["pixels"] and desc["env_kwargs"] == {"variant": "random", "valve_in_state": False, "frame_stack": 2}
     rows = _chunks(out)
     assert rows["obs.state"].shape == (300, 29) and rows["obs.pixels"].shape == (300, 6, 64, 64)  # stored channels-first
+    assert rows["valve_rad"].shape == (300,) and np.ptp(rows["valve_rad"]) > 0.5  # kept for relabelling; random starts
     # eval rebuilds the env with the run's settings: a 31-long state or 3-channel frames would not fit the networks.
     rc, stdout, err = _cli(capsys, "eval", str(out), "--episodes", "1")
     assert rc == 0, err[-2000:]

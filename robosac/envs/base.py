@@ -167,6 +167,10 @@ class RobotEnv(gym.Env):
     def _tilt(self) -> tuple[float, float] | None:
         return None
 
+    def _task_info(self, st: RobotState) -> dict[str, float]:
+        """Task figures for info (each step), beyond the reward terms, success and score."""
+        return {}
+
     # -- mapping -------------------------------------------------------------------------------
     def action_to_goal(self, action: np.ndarray) -> np.ndarray:
         """Goal (n,) rad for all joints: action joints from the action, others hold their goal."""
@@ -237,6 +241,7 @@ class RobotEnv(gym.Env):
         self._needs_reset = terminated or truncated
         info = {f"reward/{k}": float(v) for k, v in terms.items()}
         info.update(success=bool(success), score=float(score), action_clipped=clipped)
+        info.update(self._task_info(st))
         info.update(self._common_info(self.robot.last_events))
         if stop_reason is not None:
             info["safety_stop"] = stop_reason

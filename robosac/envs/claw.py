@@ -14,11 +14,13 @@ Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
     bonus_small       +10 when |error| < 0.25 rad
     bonus_big         +50 when |error| < 0.10 rad
 success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at control.episode_s.
+info["valve_rad"]: the valve's angle (rad, unwrapped, as its servo reads it).
 
 Goal relabelling (`ClawValveTurnEnv.goal_relabeler`, `robosac train --relabel FRACTION`): the
 valve's dynamics do not depend on the target, so a stored transition is as valid for any other
-target once the target-dependent parts (the error feature, the target-distance and bonus reward
-terms) are recomputed; see `relabel_targets`.
+target once the target-dependent parts (the error feature or the target's cos/sin, the
+target-distance and bonus reward terms) are recomputed; see `relabel_targets`. Without the valve in
+the state, the replay keeps each transition's info["valve_rad"] (`RELABEL_INFO`) for the reward.
 
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
     "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
@@ -40,7 +42,7 @@ from robosac.hal.units import wrap_angle
 from robosac.robots.claw_reset import reset_claw
 from robosac.robots.robot import RobotState
 
-__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "relabel_near_achieved"]
+__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "relabel_near_achieved", "RELABEL_INFO"]
 
 VARIANTS = ("fixed", "random")
 SUCCESS_RAD = 0.1
@@ -50,8 +52,12 @@ JOINT_VEL_THRESHOLD_RAD_S = 0.5
 # Relabelled targets lie within this of the valve angle a transition reached, rad: the last
 # approach to the band, where the policy's misses settle (0.1-0.3 rad short).
 RELABEL_RADIUS_RAD = 0.3
-# Where the valve-in-state features sit in "state" (see the module docstring).
+# Where the features sit in "state" (see the module docstring): with the valve, its cos and sin
+# and the error; without it, the target's cos and sin.
 _COS, _SIN, _ERR = 18, 19, 30
+_TARGET_COS, _TARGET_SIN = 27, 28
+# What the replay keeps from info for relabelling a state without the valve: name -> dtype.
+RELABEL_INFO = {"valve_rad": "float32"}
 
 
 def _target_terms(error: torch.Tensor) -> torch.Tensor:
@@ -64,31 +70,46 @@ def _wrap(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
-def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor) -> dict[str, Any]:
-    """``batch`` (as `SAC.sample` returns it, valve in the state) with rows ``rows`` (K,) moved to
-    the targets ``target_rad`` (K,) rad: the error feature of obs and next_obs and the reward are
-    what the env would have given for that target. Other rows and the input are unchanged."""
+def _reached_rad(batch: dict[str, Any], valve_in_state: bool) -> torch.Tensor:
+    """The valve angle each transition reached (B,), rad."""
+    if valve_in_state:
+        s = batch["next_obs"]["state"]
+        return torch.atan2(s[:, _SIN], s[:, _COS])
+    return batch["valve_rad"]
+
+
+def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor, valve_in_state: bool = True) -> dict[str, Any]:
+    """``batch`` (as `SAC.sample` returns it) with rows ``rows`` (K,) moved to the targets
+    ``target_rad`` (K,) rad: the target's features in obs and next_obs (the error, or the target's
+    cos and sin) and the reward are what the env would have given for that target. Without the
+    valve in the state the batch must hold "valve_rad" (B,), the angle each row reached. Other
+    rows and the input are unchanged."""
     obs, nxt = batch["obs"]["state"].clone(), batch["next_obs"]["state"].clone()
+    reached = _reached_rad(batch, valve_in_state)[rows]
+    if valve_in_state:
+        old_error = batch["next_obs"]["state"][rows, _ERR]
+        for s in (obs, nxt):
+            s[rows, _ERR] = _wrap(target_rad - torch.atan2(s[rows, _SIN], s[rows, _COS]))
+    else:
+        s = batch["next_obs"]["state"]
+        old_error = _wrap(torch.atan2(s[rows, _TARGET_SIN], s[rows, _TARGET_COS]) - reached)
+        for s in (obs, nxt):
+            s[rows, _TARGET_COS], s[rows, _TARGET_SIN] = torch.cos(target_rad), torch.sin(target_rad)
     reward = batch["reward"].clone()
-    for s in (obs, nxt):
-        valve = torch.atan2(s[rows, _SIN], s[rows, _COS])
-        s[rows, _ERR] = _wrap(target_rad - valve)
-    reward[rows] += _target_terms(nxt[rows, _ERR]) - _target_terms(batch["next_obs"]["state"][rows, _ERR])
+    reward[rows] += _target_terms(_wrap(target_rad - reached)) - _target_terms(old_error)
     return {**batch, "obs": {**batch["obs"], "state": obs}, "next_obs": {**batch["next_obs"], "state": nxt}, "reward": reward}
 
 
 def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fraction: float,
-                          radius_rad: float = RELABEL_RADIUS_RAD) -> dict[str, Any]:
+                          radius_rad: float = RELABEL_RADIUS_RAD, valve_in_state: bool = True) -> dict[str, Any]:
     """Relabel a random ``fraction`` of the rows with a target uniform within ``radius_rad`` of
-    the valve angle each row reached (its next_obs): examples of finishing a turn, for every
-    target, from every turning motion in the replay."""
+    the valve angle each row reached: examples of finishing a turn, for every target, from every
+    turning motion in the replay."""
     n = batch["reward"].shape[0]
-    rows = np.flatnonzero(rng.random(n) < fraction)
-    state = batch["next_obs"]["state"]
-    rows_t = torch.as_tensor(rows, device=state.device)
-    reached = torch.atan2(state[rows_t, _SIN], state[rows_t, _COS])
-    offset = torch.as_tensor(rng.uniform(-radius_rad, radius_rad, rows.size), dtype=state.dtype, device=state.device)
-    return relabel_targets(batch, rows_t, _wrap(reached + offset))
+    rows = torch.as_tensor(np.flatnonzero(rng.random(n) < fraction), device=batch["reward"].device)
+    reached = _reached_rad(batch, valve_in_state)[rows]
+    offset = torch.as_tensor(rng.uniform(-radius_rad, radius_rad, rows.numel()), dtype=reached.dtype, device=reached.device)
+    return relabel_targets(batch, rows, _wrap(reached + offset), valve_in_state)
 
 
 class ClawValveTurnEnv(RobotEnv):
@@ -107,14 +128,17 @@ class ClawValveTurnEnv(RobotEnv):
         self.target_rad = FIXED_TARGET_RAD
         self.reset_report = None
 
+    relabel_info = RELABEL_INFO
+
     def goal_relabeler(self, fraction: float) -> Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]:
         """A picklable ``relabel(batch, rng)`` for the learner: `relabel_near_achieved` on ``fraction``
-        of each batch. Needs the valve angle in the state (it is where the reached angle is read)."""
+        of each batch (its replay keeps `relabel_info` from each step's info)."""
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"relabel: invalid value {fraction!r}; allowed: a fraction in (0, 1]")
-        if not self.valve_in_state:
-            raise ValueError("relabel: needs valve_in_state=true (the reached valve angle is read from the state)")
-        return functools.partial(relabel_near_achieved, fraction=fraction)
+        return functools.partial(relabel_near_achieved, fraction=fraction, valve_in_state=self.valve_in_state)
+
+    def _task_info(self, st: RobotState) -> dict[str, float]:
+        return {"valve_rad": float(st.position[self._valve])}
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1

@@ -294,7 +294,7 @@ class AsyncLearner:
     """The collector's side of asynchronous learning, made and torn down together: a SharedReplay
     the collector writes, a WeightStore the learner publishes to, the LearnerProcess between them,
     and `refresh()`, which loads newer published weights into the collector's acting copy `agent`
-    without waiting. The weight store starts with `agent`'s weights (load a checkpoint into it first
+    without waiting. ``extra``: more scalar fields per replay row (name -> dtype), e.g. for relabelling. The weight store starts with `agent`'s weights (load a checkpoint into it first
     to resume). `close()` stops the learner (final publish and checkpoint) and frees both segments."""
 
     def __init__(
@@ -306,12 +306,13 @@ class AsyncLearner:
         checkpoint_path: str | os.PathLike,
         sac_config: Any = None,
         config: LearnerConfig | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
         from robosac.sac.spaces import parse_obs_space
 
         self.agent = agent
-        self.replay = SharedReplay.create(parse_obs_space(observation_space), action_space.shape[0], capacity)
+        self.replay = SharedReplay.create(parse_obs_space(observation_space), action_space.shape[0], capacity, extra=extra)
         try:
             self.weights = WeightStore.create(actor_state(agent))
         except BaseException:

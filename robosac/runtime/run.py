@@ -118,17 +118,18 @@ def train_async(
                 agent.load_state_dict(load_checkpoint(ckpt)["agent"])
             except (CheckpointError, KeyError, ValueError, RuntimeError) as e:
                 raise RunError(f"cannot resume from {ckpt}: {e}") from e
-        relabel = None
+        relabel, extra = None, {}
         if cfg.relabel_fraction:
             relabeler = getattr(env.unwrapped, "goal_relabeler", None)
             if relabeler is None:
                 raise RunError(f"relabel: {type(env.unwrapped).__name__} has no goals to relabel; allowed: 0 for this env")
-            relabel = relabeler(cfg.relabel_fraction)
+            relabel, extra = relabeler(cfg.relabel_fraction), dict(env.unwrapped.relabel_info)
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
                           publish_every=cfg.publish_every, checkpoint_every_s=cfg.checkpoint_every_s, threads=cfg.learner_threads, seed=cfg.seed,
                           relabel=relabel),
+            extra=extra,
         )
         replay, learner = link.replay, link.process
         store = ReplayStore(out / "replay", {k: (a.shape[1:], a.dtype) for k, a in replay.arrays.items()},
@@ -167,7 +168,7 @@ def train_async(
             return agent.act(obs), link.version
 
         def sink(t: Any) -> None:
-            replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version)
+            replay.add(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.policy_version, **{k: t.info[k] for k in extra})
             end = t.terminated or t.truncated
             store.append(replay.row(replay.written - 1), st["step"], st["episode"], end)
             st["step"] += 1

@@ -165,6 +165,9 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
         print("robosac train: --twin runs the hardware backend on the twin; drop --backend sim", file=sys.stderr)
         return 2
     if args.cluster is not None:
+        if args.relabel:
+            print("robosac train: --relabel is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
+            return 2
         if backend != "hardware":
             print("robosac train: --cluster runs robots on the hardware backend; drop --backend sim", file=sys.stderr)
             return 2
