@@ -184,15 +184,6 @@ def test_claw_reward_terms_and_success() -> None:
     assert not info["success"] and info["reward/target_dist_cost"] == pytest.approx(-5 * math.pi / 2, abs=0.5)
     assert not term
     env.close()
-    assert "reward/bonus_fine" not in info  # ROBEL's terms unless fine_bonus is given
-    env = gym.make(CLAW, backend="sim", fine_bonus=30).unwrapped
-    obs, info = env.reset(seed=0, options={"start_rad": 1.0, "target_rad": 1.0})
-    obs, r, term, trunc, info = env.step(np.zeros(9, np.float32))
-    assert info["reward/bonus_fine"] == (30.0 if abs(obs["state"][-1]) < 0.05 else 0.0) and abs(obs["state"][-1]) < 0.05
-    assert r == pytest.approx(sum(v for k, v in info.items() if k.startswith("reward/")))
-    env.close()
-    with pytest.raises(ValueError, match="fine_bonus: invalid value -1; allowed: a number >= 0"):
-        gym.make(CLAW, backend="sim", fine_bonus=-1)
 
 
 def test_quadruped_reward_pays_for_staying_up_and_charges_a_fall() -> None:
@@ -282,7 +273,7 @@ def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
     env = gym.make(CLAW, backend="sim", pixels=True, **kw).unwrapped
     assert env.observation_space["pixels"].shape == (48, 48, 9) and env.variant == "random"
     env.close()
-    with pytest.raises(ValueError, match="'valve' is not one .* allowed: variant, valve_in_state, fine_bonus, image_size"):
+    with pytest.raises(ValueError, match="'valve' is not one .* allowed: variant, valve_in_state, image_size"):
         env_kwargs_from(CLAW, ["valve=1"])
     with pytest.raises(ValueError, match="'port' is not one"):  # the command's own flag sets it
         env_kwargs_from(CLAW, ["port=/dev/ttyUSB1"])
@@ -601,10 +592,10 @@ def test_sim_backend_restarts_the_simulation_when_the_robots_own_reset_fails() -
 # ------------------------------------------------------------------ goal relabelling
 
 
-def _claw_episode(target_rad: float, actions: np.ndarray, valve_in_state: bool = True, fine_bonus: float = 0.0) -> tuple[dict, list[dict]]:
+def _claw_episode(target_rad: float, actions: np.ndarray, valve_in_state: bool = True) -> tuple[dict, list[dict]]:
     """A batch (as SAC.sample gives it, with the replay's "valve_rad") of one sim episode from a
     fixed seed and start, and its infos."""
-    env = gym.make(CLAW, backend="sim", valve_in_state=valve_in_state, fine_bonus=fine_bonus).unwrapped
+    env = gym.make(CLAW, backend="sim", valve_in_state=valve_in_state).unwrapped
     obs, _ = env.reset(seed=3, options={"start_rad": 0.0, "target_rad": target_rad})
     rows, infos = [], []
     for a in actions:
@@ -621,20 +612,18 @@ def _claw_episode(target_rad: float, actions: np.ndarray, valve_in_state: bool =
     return batch, infos
 
 
-@pytest.mark.parametrize("valve_in_state, fine_bonus", [(True, 0.0), (False, 0.0), (True, 30.0)])
-def test_relabelled_transitions_are_what_the_env_gives_for_that_target(valve_in_state: bool, fine_bonus: float) -> None:
+@pytest.mark.parametrize("valve_in_state", [True, False])
+def test_relabelled_transitions_are_what_the_env_gives_for_that_target(valve_in_state: bool) -> None:
     from robosac.envs.claw import relabel_targets
 
     actions = np.random.default_rng(0).uniform(-1, 1, (40, 9)).astype(np.float32)
-    far, _ = _claw_episode(math.pi, actions, valve_in_state, fine_bonus)
+    far, _ = _claw_episode(math.pi, actions, valve_in_state)
     # The same physics (same seed, start and actions) with another target, near where the valve goes.
-    target = 0.06 if fine_bonus else 0.12
-    near, infos = _claw_episode(target, actions, valve_in_state, fine_bonus)
-    band = "reward/bonus_fine" if fine_bonus else "reward/bonus_big"
-    assert any(i[band] for i in infos) and not all(i[band] for i in infos)  # both sides of the band
+    near, infos = _claw_episode(0.12, actions, valve_in_state)
+    assert any(i["reward/bonus_big"] for i in infos) and not all(i["success"] for i in infos)  # both sides of the band
     torch.testing.assert_close(near["valve_rad"], far["valve_rad"])
     rows = torch.arange(0, 40, 2)
-    out = relabel_targets(far, rows, torch.full((20,), target), valve_in_state, fine_bonus)
+    out = relabel_targets(far, rows, torch.full((20,), 0.12), valve_in_state)
     torch.testing.assert_close(out["obs"]["state"][rows], near["obs"]["state"][rows], atol=1e-4, rtol=0)
     torch.testing.assert_close(out["next_obs"]["state"][rows], near["next_obs"]["state"][rows], atol=1e-4, rtol=0)
     torch.testing.assert_close(out["reward"][rows], near["reward"][rows], atol=1e-3, rtol=0)

@@ -13,8 +13,6 @@ Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
     joint_vel_cost    -1 * ||finger velocities above 0.5 rad/s||
     bonus_small       +10 when |error| < 0.25 rad
     bonus_big         +50 when |error| < 0.10 rad
-    bonus_fine        +fine_bonus when |error| < 0.05 rad (constructor argument, default 0: off, ROBEL's
-                      reward): being measured, to move the policy's aim from the band's edge to its middle
 success: |error| < 0.1 rad; score: -|error| (rad). No termination; truncation at control.episode_s.
 info["valve_rad"]: the valve's angle (rad, unwrapped, as its servo reads it).
 
@@ -48,7 +46,6 @@ __all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "re
 
 VARIANTS = ("fixed", "random")
 SUCCESS_RAD = 0.1
-FINE_RAD = 0.05  # fine_bonus is paid inside this, half the success band
 FIXED_START_RAD = 0.0
 FIXED_TARGET_RAD = math.pi  # ROBEL DClawTurnFixed: half a turn
 JOINT_VEL_THRESHOLD_RAD_S = 0.5
@@ -63,17 +60,10 @@ _TARGET_COS, _TARGET_SIN = 27, 28
 RELABEL_INFO = {"valve_rad": "float32"}
 
 
-def target_terms(dist: Any, fine_bonus: float = 0.0) -> dict[str, Any]:
-    """The reward terms that depend on the target, for |error| ``dist`` (rad; a float, or a tensor
-    for relabelling); "bonus_fine" only with ``fine_bonus``."""
-    terms = {"target_dist_cost": -5.0 * dist, "bonus_small": 10.0 * (dist < 0.25), "bonus_big": 50.0 * (dist < SUCCESS_RAD)}
-    if fine_bonus:
-        terms["bonus_fine"] = fine_bonus * (dist < FINE_RAD)
-    return terms
-
-
-def _target_terms(error: torch.Tensor, fine_bonus: float) -> torch.Tensor:
-    return sum(target_terms(error.abs(), fine_bonus).values())
+def _target_terms(error: torch.Tensor) -> torch.Tensor:
+    """The reward terms that depend on the target: target_dist_cost + bonus_small + bonus_big."""
+    dist = error.abs()
+    return -5.0 * dist + 10.0 * (dist < 0.25).float() + 50.0 * (dist < SUCCESS_RAD).float()
 
 
 def _wrap(x: torch.Tensor) -> torch.Tensor:
@@ -88,8 +78,7 @@ def _reached_rad(batch: dict[str, Any], valve_in_state: bool) -> torch.Tensor:
     return batch["valve_rad"]
 
 
-def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor, valve_in_state: bool = True,
-                    fine_bonus: float = 0.0) -> dict[str, Any]:
+def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor, valve_in_state: bool = True) -> dict[str, Any]:
     """``batch`` (as `SAC.sample` returns it) with rows ``rows`` (K,) moved to the targets
     ``target_rad`` (K,) rad: the target's features in obs and next_obs (the error, or the target's
     cos and sin) and the reward are what the env would have given for that target. Without the
@@ -107,12 +96,12 @@ def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch
         for s in (obs, nxt):
             s[rows, _TARGET_COS], s[rows, _TARGET_SIN] = torch.cos(target_rad), torch.sin(target_rad)
     reward = batch["reward"].clone()
-    reward[rows] += _target_terms(_wrap(target_rad - reached), fine_bonus) - _target_terms(old_error, fine_bonus)
+    reward[rows] += _target_terms(_wrap(target_rad - reached)) - _target_terms(old_error)
     return {**batch, "obs": {**batch["obs"], "state": obs}, "next_obs": {**batch["next_obs"], "state": nxt}, "reward": reward}
 
 
 def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fraction: float,
-                          radius_rad: float = RELABEL_RADIUS_RAD, valve_in_state: bool = True, fine_bonus: float = 0.0) -> dict[str, Any]:
+                          radius_rad: float = RELABEL_RADIUS_RAD, valve_in_state: bool = True) -> dict[str, Any]:
     """Relabel a random ``fraction`` of the rows with a target uniform within ``radius_rad`` of
     the valve angle each row reached: examples of finishing a turn, for every target, from every
     turning motion in the replay."""
@@ -120,21 +109,17 @@ def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fract
     rows = torch.as_tensor(np.flatnonzero(rng.random(n) < fraction), device=batch["reward"].device)
     reached = _reached_rad(batch, valve_in_state)[rows]
     offset = torch.as_tensor(rng.uniform(-radius_rad, radius_rad, rows.numel()), dtype=reached.dtype, device=reached.device)
-    return relabel_targets(batch, rows, _wrap(reached + offset), valve_in_state, fine_bonus)
+    return relabel_targets(batch, rows, _wrap(reached + offset), valve_in_state)
 
 
 class ClawValveTurnEnv(RobotEnv):
     default_config = "claw.yaml"
 
-    def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True, fine_bonus: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True, **kwargs: Any) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant: invalid value {variant!r}; allowed: {', '.join(VARIANTS)}")
         if not isinstance(valve_in_state, bool):
             raise ValueError(f"valve_in_state: invalid value {valve_in_state!r}; allowed: true, false")
-        if isinstance(fine_bonus, bool) or not isinstance(fine_bonus, (int, float)) or not 0 <= fine_bonus < math.inf:
-            raise ValueError(f"fine_bonus: invalid value {fine_bonus!r}; allowed: a number >= 0")
-        self.fine_bonus = float(fine_bonus)
         self.variant = variant
         self.valve_in_state = valve_in_state
         super().__init__(backend, **kwargs)
@@ -150,8 +135,7 @@ class ClawValveTurnEnv(RobotEnv):
         of each batch (its replay keeps `relabel_info` from each step's info)."""
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"relabel: invalid value {fraction!r}; allowed: a fraction in (0, 1]")
-        return functools.partial(relabel_near_achieved, fraction=fraction, valve_in_state=self.valve_in_state,
-                                 fine_bonus=self.fine_bonus)
+        return functools.partial(relabel_near_achieved, fraction=fraction, valve_in_state=self.valve_in_state)
 
     def _task_info(self, st: RobotState) -> dict[str, float]:
         return {"valve_rad": float(st.position[self._valve])}
@@ -180,9 +164,11 @@ class ClawValveTurnEnv(RobotEnv):
         dist = abs(self._error(st))
         vel = st.velocity[self._fing]
         terms = {
-            **{k: float(v) for k, v in target_terms(dist, self.fine_bonus).items()},
+            "target_dist_cost": -5.0 * dist,
             "pose_diff_cost": -float(np.linalg.norm(st.position[self._fing] - self.nominal_rad[self._fing])),
             "joint_vel_cost": -float(np.linalg.norm(vel[np.abs(vel) >= JOINT_VEL_THRESHOLD_RAD_S])),
+            "bonus_small": 10.0 * (dist < 0.25),
+            "bonus_big": 50.0 * (dist < SUCCESS_RAD),
         }
         return terms, dist < SUCCESS_RAD, -dist, False
 
