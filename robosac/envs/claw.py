@@ -60,10 +60,14 @@ _TARGET_COS, _TARGET_SIN = 27, 28
 RELABEL_INFO = {"valve_rad": "float32"}
 
 
+def target_terms(dist: Any) -> dict[str, Any]:
+    """The reward terms that depend on the target, for |error| ``dist`` (rad; a float, or a tensor
+    when relabelling)."""
+    return {"target_dist_cost": -5.0 * dist, "bonus_small": 10.0 * (dist < 0.25), "bonus_big": 50.0 * (dist < SUCCESS_RAD)}
+
+
 def _target_terms(error: torch.Tensor) -> torch.Tensor:
-    """The reward terms that depend on the target: target_dist_cost + bonus_small + bonus_big."""
-    dist = error.abs()
-    return -5.0 * dist + 10.0 * (dist < 0.25).float() + 50.0 * (dist < SUCCESS_RAD).float()
+    return sum(target_terms(error.abs()).values())
 
 
 def _wrap(x: torch.Tensor) -> torch.Tensor:
@@ -164,11 +168,9 @@ class ClawValveTurnEnv(RobotEnv):
         dist = abs(self._error(st))
         vel = st.velocity[self._fing]
         terms = {
-            "target_dist_cost": -5.0 * dist,
+            **{k: float(v) for k, v in target_terms(dist).items()},
             "pose_diff_cost": -float(np.linalg.norm(st.position[self._fing] - self.nominal_rad[self._fing])),
             "joint_vel_cost": -float(np.linalg.norm(vel[np.abs(vel) >= JOINT_VEL_THRESHOLD_RAD_S])),
-            "bonus_small": 10.0 * (dist < 0.25),
-            "bonus_big": 50.0 * (dist < SUCCESS_RAD),
         }
         return terms, dist < SUCCESS_RAD, -dist, False
 
