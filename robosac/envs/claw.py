@@ -118,6 +118,7 @@ def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fract
 
 class ClawValveTurnEnv(RobotEnv):
     default_config = "claw.yaml"
+    relabel_info = RELABEL_INFO  # what a relabelling run's replay keeps from info
 
     def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True, **kwargs: Any) -> None:
         if variant not in VARIANTS:
@@ -131,8 +132,6 @@ class ClawValveTurnEnv(RobotEnv):
         self._valve = self.robot.names.index("valve")
         self.target_rad = FIXED_TARGET_RAD
         self.reset_report = None
-
-    relabel_info = RELABEL_INFO
 
     def goal_relabeler(self, fraction: float) -> Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]:
         """A picklable ``relabel(batch, rng)`` for the learner: `relabel_near_achieved` on ``fraction``

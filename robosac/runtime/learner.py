@@ -294,8 +294,9 @@ class AsyncLearner:
     """The collector's side of asynchronous learning, made and torn down together: a SharedReplay
     the collector writes, a WeightStore the learner publishes to, the LearnerProcess between them,
     and `refresh()`, which loads newer published weights into the collector's acting copy `agent`
-    without waiting. ``extra``: more scalar fields per replay row (name -> dtype), e.g. for relabelling. The weight store starts with `agent`'s weights (load a checkpoint into it first
-    to resume). `close()` stops the learner (final publish and checkpoint) and frees both segments."""
+    without waiting. The weight store starts with `agent`'s weights (load a checkpoint into it first
+    to resume). `close()` stops the learner (final publish and checkpoint) and frees both segments.
+    ``extra``: more scalar fields per replay row (name -> dtype), e.g. what relabelling needs."""
 
     def __init__(
         self,
