@@ -70,10 +70,6 @@ def _target_terms(error: torch.Tensor) -> torch.Tensor:
     return sum(target_terms(error.abs()).values())
 
 
-def _wrap(x: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
-
-
 def _reached_rad(batch: dict[str, Any], valve_in_state: bool) -> torch.Tensor:
     """The valve angle each transition reached (B,), rad."""
     if valve_in_state:
@@ -90,17 +86,17 @@ def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch
     rows and the input are unchanged."""
     obs, nxt = batch["obs"]["state"].clone(), batch["next_obs"]["state"].clone()
     reached = _reached_rad(batch, valve_in_state)[rows]
+    new_error = wrap_angle(target_rad - reached)  # at next_obs, which the reward is for
     if valve_in_state:
-        old_error = batch["next_obs"]["state"][rows, _ERR]
-        for s in (obs, nxt):
-            s[rows, _ERR] = _wrap(target_rad - torch.atan2(s[rows, _SIN], s[rows, _COS]))
+        old_error = nxt[rows, _ERR].clone()
+        obs[rows, _ERR] = wrap_angle(target_rad - torch.atan2(obs[rows, _SIN], obs[rows, _COS]))
+        nxt[rows, _ERR] = new_error
     else:
-        s = batch["next_obs"]["state"]
-        old_error = _wrap(torch.atan2(s[rows, _TARGET_SIN], s[rows, _TARGET_COS]) - reached)
-        for s in (obs, nxt):
-            s[rows, _TARGET_COS], s[rows, _TARGET_SIN] = torch.cos(target_rad), torch.sin(target_rad)
+        old_error = wrap_angle(torch.atan2(nxt[rows, _TARGET_SIN], nxt[rows, _TARGET_COS]) - reached)
+        for state in (obs, nxt):
+            state[rows, _TARGET_COS], state[rows, _TARGET_SIN] = torch.cos(target_rad), torch.sin(target_rad)
     reward = batch["reward"].clone()
-    reward[rows] += _target_terms(_wrap(target_rad - reached)) - _target_terms(old_error)
+    reward[rows] += _target_terms(new_error) - _target_terms(old_error)
     return {**batch, "obs": {**batch["obs"], "state": obs}, "next_obs": {**batch["next_obs"], "state": nxt}, "reward": reward}
 
 
@@ -113,7 +109,7 @@ def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fract
     rows = torch.as_tensor(np.flatnonzero(rng.random(n) < fraction), device=batch["reward"].device)
     reached = _reached_rad(batch, valve_in_state)[rows]
     offset = torch.as_tensor(rng.uniform(-radius_rad, radius_rad, rows.numel()), dtype=reached.dtype, device=reached.device)
-    return relabel_targets(batch, rows, _wrap(reached + offset), valve_in_state)
+    return relabel_targets(batch, rows, wrap_angle(reached + offset), valve_in_state)
 
 
 class ClawValveTurnEnv(RobotEnv):
