@@ -265,6 +265,22 @@ def test_claw_without_the_valve_in_its_state_sees_only_fingers_and_target() -> N
         gym.make(CLAW, backend="sim", valve_in_state="no")
 
 
+def test_claw_current_in_state_appends_the_fingers_currents() -> None:
+    for valve_in_state, size in ((True, 40), (False, 38)):
+        env = gym.make(CLAW, backend="sim", variant="random", valve_in_state=valve_in_state, current_in_state=True).unwrapped
+        env.reset(seed=3)
+        for _ in range(3):
+            obs, *_ = env.step(np.full(9, 0.8, dtype=np.float32))
+        st = env.robot.read()
+        assert obs["state"].shape == (size,) == env.observation_space["state"].shape
+        assert np.allclose(obs["state"][-9:], st.current[env._fing], atol=1e-6) and np.abs(obs["state"][-9:]).max() > 0.01
+        env.current_in_state = False
+        assert np.allclose(obs["state"][:-9], env._features(st), atol=1e-6)  # the rest is as without the currents
+        env.close()
+    with pytest.raises(ValueError, match="current_in_state: invalid value 1; allowed: true, false"):
+        gym.make(CLAW, backend="sim", current_in_state=1)
+
+
 def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
     from robosac.envs import env_kwargs_from
 
@@ -273,7 +289,7 @@ def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
     env = gym.make(CLAW, backend="sim", pixels=True, **kw).unwrapped
     assert env.observation_space["pixels"].shape == (48, 48, 9) and env.variant == "random"
     env.close()
-    with pytest.raises(ValueError, match="'valve' is not one .* allowed: variant, valve_in_state, image_size"):
+    with pytest.raises(ValueError, match="'valve' is not one .* allowed: variant, valve_in_state, current_in_state, image_size"):
         env_kwargs_from(CLAW, ["valve=1"])
     with pytest.raises(ValueError, match="'port' is not one"):  # the command's own flag sets it
         env_kwargs_from(CLAW, ["port=/dev/ttyUSB1"])

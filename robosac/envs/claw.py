@@ -6,6 +6,8 @@ valve angle, valve velocity (rad/s), the last action (9), the signed angle error
 With valve_in_state=False (for learning from pixels, as the learning-results issue asks) the state
 is (29,): the fingers' positions and velocities, the last action, and cos and sin of the target
 angle; nothing the valve's own encoder reads. The reward still uses the valve's angle.
+With current_in_state=True the fingers' present currents (9, A) follow, at the end: what tells a
+finger pressing on the valve (at its current cap) from one resting short of its goal.
 
 Reward (ROBEL's DClawTurn terms, summed; each in info["reward/<term>"]):
     target_dist_cost  -5 * |error|
@@ -116,13 +118,16 @@ class ClawValveTurnEnv(RobotEnv):
     default_config = "claw.yaml"
     relabel_info = RELABEL_INFO  # what a relabelling run's replay keeps from info
 
-    def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True, **kwargs: Any) -> None:
+    def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True,
+                 current_in_state: bool = False, **kwargs: Any) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant: invalid value {variant!r}; allowed: {', '.join(VARIANTS)}")
-        if not isinstance(valve_in_state, bool):
-            raise ValueError(f"valve_in_state: invalid value {valve_in_state!r}; allowed: true, false")
+        for name, flag in (("valve_in_state", valve_in_state), ("current_in_state", current_in_state)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}: invalid value {flag!r}; allowed: true, false")
         self.variant = variant
         self.valve_in_state = valve_in_state
+        self.current_in_state = current_in_state
         super().__init__(backend, **kwargs)
         self._fing = np.array([i for i, n in enumerate(self.robot.names) if n != "valve"])
         self._valve = self.robot.names.index("valve")
@@ -141,9 +146,8 @@ class ClawValveTurnEnv(RobotEnv):
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1
-        if not self.valve_in_state:
-            return 2 * n_f + len(self.act_idx) + 2
-        return 2 * n_f + 3 + len(self.act_idx) + 1
+        size = 2 * n_f + len(self.act_idx) + (2 if not self.valve_in_state else 4)
+        return size + (n_f if self.current_in_state else 0)
 
     def _error(self, st: RobotState) -> float:
         return float(wrap_angle(self.target_rad - st.position[self._valve]))
@@ -151,13 +155,14 @@ class ClawValveTurnEnv(RobotEnv):
     def _features(self, st: RobotState) -> np.ndarray:
         v = st.position[self._valve]
         if not self.valve_in_state:
-            return np.concatenate([st.position[self._fing], st.velocity[self._fing], self.last_action,
-                                   [math.cos(self.target_rad), math.sin(self.target_rad)]])
-        return np.concatenate([
-            st.position[self._fing], st.velocity[self._fing],
-            [math.cos(v), math.sin(v), st.velocity[self._valve]],
-            self.last_action, [self._error(st)],
-        ])
+            parts = [st.position[self._fing], st.velocity[self._fing], self.last_action,
+                     [math.cos(self.target_rad), math.sin(self.target_rad)]]
+        else:
+            parts = [st.position[self._fing], st.velocity[self._fing],
+                     [math.cos(v), math.sin(v), st.velocity[self._valve]], self.last_action, [self._error(st)]]
+        if self.current_in_state:
+            parts.append(st.current[self._fing])
+        return np.concatenate(parts)
 
     def _reward(self, st: RobotState, action: np.ndarray) -> tuple[dict[str, float], bool, float, bool]:
         dist = abs(self._error(st))
