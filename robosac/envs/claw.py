@@ -146,7 +146,7 @@ class ClawValveTurnEnv(RobotEnv):
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1
-        size = 2 * n_f + len(self.act_idx) + (2 if not self.valve_in_state else 4)
+        size = 2 * n_f + len(self.act_idx) + (4 if self.valve_in_state else 2)
         return size + (n_f if self.current_in_state else 0)
 
     def _error(self, st: RobotState) -> float:
