@@ -94,9 +94,12 @@ TASKS = {
         # evaluation at 100 000 steps (session 25), the learner at a median 22 updates/s beside the collector.
         # The reward head (session 27, seed 0): the same 0.35 success, but mean return +692 against +178,
         # 2 evaluation episodes more than 0.4 rad off against 6, and the training curve ~30 000 steps ahead.
+        # Goal relabelling on half of each batch (session 33, seed 0): training ahead from 30 000 steps (median
+        # final error 0.08 against 0.12 rad, 73 successes against 59 over the last 10 000), and 0.50 against
+        # 0.35 on the same 40 evaluation episodes (0.35 on the run's own 20, as without it).
         "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
                          "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--sac", "reward_head=true", "--batch-size", "128",
-                         "--threads", "2"],
+                         "--relabel", "0.5", "--threads", "2"],
         "sb3_tuned": {"learning_rate": 1e-3, "learning_starts": 1000},
         "title": "ClawValveTurn random, pixels + fingers, domain randomisation on",
     },
