@@ -293,7 +293,10 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     assert counters["transitions"] == len(steps), counters  # written after the loop stopped
 
     def alive(pid: int) -> bool:
-        return os.path.exists(f"/proc/{pid}") and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+        except (FileNotFoundError, ProcessLookupError):  # gone, possibly while being read
+            return False
 
     assert not [c for c in children if c not in trackers and alive(c)]  # the learner was joined before the exit
     # multiprocessing's resource tracker leaves by itself once the exited parent's pipe closes (0-2 s measured).
