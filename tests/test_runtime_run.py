@@ -22,6 +22,14 @@ def _train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie has exited: only its parent's wait is missing)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except (FileNotFoundError, ProcessLookupError):  # gone, possibly while being read
+        return False
+
+
 def _cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     """`robosac ARGS` in this process (robosac.cli.main, what the console script calls): (rc, stdout, stderr).
     For the calls that need no process of their own; `_train` runs the module as a user would."""
@@ -292,18 +300,12 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     counters = load_checkpoint(out / "learner.pt")["counters"]
     assert counters["transitions"] == len(steps), counters  # written after the loop stopped
 
-    def alive(pid: int) -> bool:
-        try:
-            return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-        except (FileNotFoundError, ProcessLookupError):  # gone, possibly while being read
-            return False
-
-    assert not [c for c in children if c not in trackers and alive(c)]  # the learner was joined before the exit
+    assert not [c for c in children if c not in trackers and _alive(c)]  # the learner was joined before the exit
     # multiprocessing's resource tracker leaves by itself once the exited parent's pipe closes (0-2 s measured).
     t_end = time.monotonic() + 10
-    while any(alive(c) for c in trackers) and time.monotonic() < t_end:
+    while any(_alive(c) for c in trackers) and time.monotonic() < t_end:
         time.sleep(0.05)
-    assert not any(alive(c) for c in trackers)
+    assert not any(_alive(c) for c in trackers)
 
 
 def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
@@ -328,18 +330,11 @@ def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     flushed = _chunks(out)["step"]
     assert len(flushed) >= 200 and list(flushed) == list(range(len(flushed)))
 
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
     # The orphaned learner notices its parent is gone and exits (it never trains on unsupervised).
     t_end = time.monotonic() + 15
-    while any(alive(c) for c in children) and time.monotonic() < t_end:
+    while any(_alive(c) for c in children) and time.monotonic() < t_end:
         time.sleep(0.2)
-    assert not any(alive(c) for c in children)
+    assert not any(_alive(c) for c in children)
     r = subprocess.run(args[:-3] + ["--resume", str(out), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 600
