@@ -98,7 +98,8 @@ TASKS = {
         # 2 evaluation episodes more than 0.4 rad off against 6, and the training curve ~30 000 steps ahead.
         # Goal relabelling on half of each batch (session 33, seed 0): training ahead from 30 000 steps (median
         # final error 0.08 against 0.12 rad, 73 successes against 59 over the last 10 000), and 0.50 against
-        # 0.35 on the same 40 evaluation episodes (0.35 on the run's own 20, as without it).
+        # 0.35 on the same 40 evaluation episodes (0.35 on the run's own 20, as without it). Seed 1 (session 34):
+        # 0.30 on its own 20, 0.35 on the same 80; no seed-1 run without relabelling exists to set it against.
         "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
                          "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--sac", "reward_head=true", "--batch-size", "128",
                          "--relabel", "0.5", "--threads", "2"],
