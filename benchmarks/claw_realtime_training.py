@@ -26,19 +26,19 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from robosac.persist import atomic_write_bytes
+from robosac.runtime.child import run_tied
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _robosac(*args: str, timeout: float) -> dict:
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    r = subprocess.run([sys.executable, "-m", "robosac.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    r = run_tied([sys.executable, "-m", "robosac.cli", *args], cwd=ROOT, env=env, timeout=timeout)
     if r.returncode != 0:
         raise SystemExit(f"robosac {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -42,18 +42,16 @@ Needs stable-baselines3 and sb3-contrib (`pip install -e .[bench]`).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from robosac.persist import atomic_write_bytes
+from robosac.runtime.child import run_tied
 
 TASKS = {
     "claw": {
@@ -172,19 +170,6 @@ print(json.dumps({"eval_return_mean": float(np.mean(returns)), "success_rate": f
 """
 
 
-def _run_child(cmd: list[str]) -> subprocess.CompletedProcess:
-    """subprocess.run whose child gets SIGTERM when this script dies, however it dies (Linux's
-    PR_SET_PDEATHSIG): a killed benchmark once left its SB3 child using a core for hours, slowing CI."""
-    parent = os.getpid()
-
-    def tie_to_parent() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the tie was made
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return subprocess.run(cmd, capture_output=True, text=True, preexec_fn=tie_to_parent if sys.platform == "linux" else None)
-
-
 def run_robosac(task: dict, seed: int, keep: str | None) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(keep, f"seed{seed}") if keep else os.path.join(d, "run")
@@ -194,7 +179,7 @@ def run_robosac(task: dict, seed: int, keep: str | None) -> dict:
                *(a for k, v in task.get("env_kwargs", {}).items() for a in ("--env", f"{k}={json.dumps(v)}")),
                *task["robosac_args"]]
         t0 = time.monotonic()
-        proc = _run_child(cmd)
+        proc = run_tied(cmd)
         wall = time.monotonic() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"robosac train failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
@@ -213,7 +198,7 @@ def run_sb3(task: dict, seed: int, kwargs: dict, threads: int) -> dict:
     # fits in memory with pixels (1e6 stacked 64x64 frames would be 34 GiB).
     kwargs = {"buffer_size": task["steps"], **kwargs}
     t0 = time.monotonic()
-    proc = _run_child([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
+    proc = run_tied([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
                        json.dumps(kwargs), str(threads), json.dumps({"pixels": bool(task.get("pixels")), **task.get("env_kwargs", {})})])
     if proc.returncode != 0:
         raise RuntimeError(f"SB3 run failed (exit {proc.returncode}): {proc.stderr[-3000:]}")

@@ -15,9 +15,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
+
+from robosac.runtime.child import run_tied
 
 # Shared settings: SB3's SAC defaults (which robosac's defaults also follow), except the learning
 # rate: 1e-3 is rl-zoo's tuned value for Pendulum; at SB3's default 3e-4, 10 000 steps is the edge of
@@ -32,7 +33,7 @@ def run_robosac(env_id: str, steps: int, seed: int, threads: int, out: str) -> d
     cmd = [sys.executable, "-m", "robosac.cli", "train", env_id, "--steps", str(steps), "--seed", str(seed),
            "--learning-starts", str(LEARNING_STARTS), "--batch-size", str(BATCH), "--lr", str(LR),
            "--eval-episodes", str(EVAL_EPISODES), "--threads", str(threads), "--out", out, "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = run_tied(cmd, check=True)
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"eval_return_mean": s["eval_return_mean"], "env_steps_per_s": s["env_steps_per_s"], "train_wall_s": s["train_wall_s"]}
 
@@ -66,7 +67,7 @@ def run_sb3(env_id: str, steps: int, seed: int, threads: int, flush_denormals: b
     """SB3 as shipped, or with the denormal flushing robosac's learner turns on (a fairer peer)."""
     cmd = [sys.executable, "-c", _SB3_CHILD, env_id, str(steps), str(seed), str(threads), str(LEARNING_STARTS), str(BATCH), str(LR),
            str(EVAL_EPISODES), "1" if flush_denormals else "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = run_tied(cmd, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

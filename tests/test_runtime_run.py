@@ -308,6 +308,34 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     assert not any(_alive(c) for c in trackers)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_run_tied_child_ends_with_its_parent(tied: bool) -> None:
+    """run_tied (what benchmarks/ start their learners with): kill -9 of the parent ends the child
+    within seconds; a plain subprocess.run child, the contrast, outlives it."""
+    import signal
+    import time
+
+    start = ("from robosac.runtime.child import run_tied as run" if tied else "from subprocess import run")
+    parent = subprocess.Popen([sys.executable, "-c", f"import sys; {start}; run([sys.executable, '-c', 'import time; time.sleep(60)'])"],
+                              cwd=ROOT)
+    deadline = time.monotonic() + 30
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.05)
+        children = [int(x) for x in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
+    assert len(children) == 1 and _alive(children[0])
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(10)
+    t_end = time.monotonic() + 5
+    while _alive(children[0]) and time.monotonic() < t_end:
+        time.sleep(0.05)
+    try:
+        assert _alive(children[0]) is not tied
+    finally:
+        if _alive(children[0]):
+            os.kill(children[0], signal.SIGKILL)
+
+
 def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     """kill -9 of `robosac train` on a robot env: the learner process does not live on orphaned,
     nothing flushed is lost, and --resume continues the step count to the total."""
