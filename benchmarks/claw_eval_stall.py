@@ -7,7 +7,12 @@ For each deterministic episode it reports the final error (rad), whether the val
 (moved less than --stall-rad over the episode's second half) and, where the run trained a reward
 head (`--sac reward_head=true`), the head's prediction of the last step's reward next to the
 reward itself: a head that predicts the bonus of |error| < 0.1 rad at 0.16 rad says the encoder
-reads the valve as on target when it is not.
+reads the valve as on target when it is not. Each episode also records how much the policy's
+action changed per step over its second half (mean |a_t - a_t-1| over joints and steps) and the
+joint-speed cost there: a policy that settles holds its action, one that chatters does not.
+--action-ema BETA plays every pass with each action low-passed (BETA * previous + (1 - BETA) *
+policy's), as a probe of whether steadier actions would finish the misses; the policy was not
+trained with it, so it sees actions it did not choose in its last-action input.
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/claw_eval_stall.py runs/robel_rh/seed0 --episodes 40
 
@@ -31,21 +36,29 @@ from robosac.runtime.eval_cli import load_run
 from robosac.sac.sac import SAC, sac_config_from
 
 
-def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool) -> dict:
+def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool, action_ema: float = 0.0) -> dict:
     obs, _ = env.reset(seed=seed)
-    errors = []
+    errors, actions, speed_costs = [], [], []
     done = False
     while not done:
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs, deterministic=deterministic))
+        a = agent.act(obs, deterministic=deterministic)
+        if actions:
+            a = action_ema * actions[-1] + (1.0 - action_ema) * a
+        obs, reward, terminated, truncated, info = env.step(a)
         done = terminated or truncated
         errors.append(-info["score"])
+        actions.append(a)
+        speed_costs.append(info["reward/joint_vel_cost"])
     predicted = None
     if agent.reward_head is not None:  # on the last observation, the one the last reward was for
         with torch.inference_mode():
             predicted = float(agent.reward_head(agent.encoder(agent.obs_to_torch(obs))))
-    half = errors[len(errors) // 2:]
+    h = len(errors) // 2
+    half = errors[h:]
     return {"success": bool(info["success"]), "final_error_rad": errors[-1], "second_half_range_rad": max(half) - min(half),
-            "last_reward": float(reward), "last_reward_predicted": predicted}
+            "last_reward": float(reward), "last_reward_predicted": predicted,
+            "second_half_action_change": float(np.abs(np.diff(np.array(actions[h:]), axis=0)).mean()),
+            "second_half_joint_vel_cost": float(np.mean(speed_costs[h:]))}
 
 
 def main() -> int:
@@ -55,12 +68,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=12345, help="first episode's seed")
     ap.add_argument("--stall-rad", type=float, default=0.02, help="a miss whose valve moved less than this in the second half stalled")
     ap.add_argument("--sample-seeds", type=int, default=5, help="repeat the sampled pass with torch seeds 0..N-1 (one draw is noisy)")
+    ap.add_argument("--action-ema", type=float, default=0.0, metavar="BETA", help="low-pass every action: BETA * previous + (1 - BETA) * policy's")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.episodes < 1:
         ap.error(f"--episodes: invalid value {args.episodes}; allowed: an integer >= 1")
     if args.sample_seeds < 1:
         ap.error(f"--sample-seeds: invalid value {args.sample_seeds}; allowed: an integer >= 1")
+    if not 0.0 <= args.action_ema < 1.0:
+        ap.error(f"--action-ema: invalid value {args.action_ema}; allowed: a number in [0, 1)")
     run = Path(args.run_dir)
     try:
         desc, ck = load_run(run)
@@ -73,15 +89,20 @@ def main() -> int:
     env = gym.make(desc["env_id"], **{**desc.get("env_kwargs", {}), "backend": "sim", "pixels": desc.get("pixels", False)})
     agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))
     agent.load_state_dict(ck["agent"])
-    res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed}
+    res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
+                 "action_ema": args.action_ema}
     passes = [("deterministic", 0)] + [(f"stochastic_seed{k}", k) for k in range(args.sample_seeds)]
     for mode, torch_seed in passes:
         torch.manual_seed(torch_seed)  # the sampled actions' noise, so a rerun gives the same figures
-        eps = [play(env, agent, args.seed + i, mode == "deterministic") for i in range(args.episodes)]
+        eps = [play(env, agent, args.seed + i, mode == "deterministic", args.action_ema) for i in range(args.episodes)]
         misses = [e for e in eps if not e["success"]]
         res[mode] = {"success_rate": float(np.mean([e["success"] for e in eps])),
                      "median_final_error_rad": float(np.median([e["final_error_rad"] for e in eps])),
                      "misses": len(misses), "stalled_misses": sum(e["second_half_range_rad"] < args.stall_rad for e in misses)}
+        for name, group in (("successes", [e for e in eps if e["success"]]), ("stalled_misses", [e for e in misses if e["second_half_range_rad"] < args.stall_rad]),
+                            ("moving_misses", [e for e in misses if e["second_half_range_rad"] >= args.stall_rad])):
+            if group:
+                res[mode][f"{name}_median_action_change"] = float(np.median([e["second_half_action_change"] for e in group]))
         if mode == "deterministic":
             for i, e in enumerate(eps):
                 if not e["success"]:
