@@ -98,6 +98,7 @@ TASKS = {
         # final error 0.08 against 0.12 rad, 73 successes against 59 over the last 10 000), and 0.50 against
         # 0.35 on the same 40 evaluation episodes (0.35 on the run's own 20, as without it). Seed 1 (session 34):
         # 0.30 on its own 20, 0.35 on the same 80; no seed-1 run without relabelling exists to set it against.
+        # Seed 2 (session 35): 0.55 on its own 20, 0.49 on the same 80; 0.40 over three seeds (0.43 on the 80).
         "robosac_args": ["--lr", "1e-3", "--sac", "crossq=true", "--sac", "policy_delay=3", "--sac", "hidden=512,512",
                          "--sac", "shift_pad=2", "--sac", "recon_weight=1", "--sac", "reward_head=true", "--batch-size", "128",
                          "--relabel", "0.5", "--threads", "2"],
