@@ -302,6 +302,32 @@ def test_env_settings_from_the_command_line_name_what_is_allowed() -> None:
         env_kwargs_from("robosac/QuadrupedWalk-v0", ["variant=random"])
 
 
+def test_action_filter_low_passes_what_reaches_the_servos() -> None:
+    env = gym.make(CLAW, backend="sim", action_filter=0.5).unwrapped
+    env.reset(seed=0)
+    push = np.full(9, 0.2, np.float32)  # small enough that the rate limit leaves the goal alone
+    for applied in (0.1, 0.15, 0.175):
+        env.step(push)
+        np.testing.assert_allclose(env.last_action, applied, rtol=1e-6)
+        goal = env.robot.monitor.last_goal[env.act_idx]
+        np.testing.assert_allclose(goal, env.action_to_goal(np.full(9, applied))[env.act_idx], atol=1e-7)
+    env.reset(seed=0)  # the filter starts again from rest
+    env.step(push)
+    np.testing.assert_allclose(env.last_action, 0.1, rtol=1e-6)
+    env.close()
+    plain = gym.make(CLAW, backend="sim").unwrapped
+    plain.reset(seed=0)
+    plain.step(push)
+    np.testing.assert_allclose(plain.last_action, 0.2)
+    plain.close()
+    from robosac.envs import env_kwargs_from
+
+    assert env_kwargs_from(CLAW, ["action_filter=0.5"]) == {"action_filter": 0.5}
+    for bad in (1.0, -0.1, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match=r"action_filter: invalid value .*allowed: a number in \[0, 1\)"):
+            gym.make(CLAW, backend="sim", action_filter=bad)
+
+
 def test_episode_truncates_at_the_time_limit() -> None:
     env = gym.make(CLAW, backend="sim").unwrapped
     env.reset(seed=0)

@@ -74,11 +74,22 @@ class RobotEnv(gym.Env):
         sim_seed: int | None = None,
         bus_settings: dict[str, Any] | None = None,
         randomization: DomainRandomization | Literal["typical"] | None = "typical",
+        action_filter: float = 0.0,
     ) -> None:
         """sim_seed: seed of the randomisation drawn when the simulation is built (every reset()
         draws again). randomization (sim backend): "typical" = `DomainRandomization.typical()`,
         a `DomainRandomization`, or None (nominal model); re-drawn at every reset(). The hardware
-        backend accepts only the default or None."""
+        backend accepts only the default or None.
+
+        action_filter f in [0, 1): a first-order low-pass on the actions, applied after clipping
+        and before the safety monitor: applied = f * previous applied + (1 - f) * policy's (each
+        in [-1, 1]; the previous is 0 after reset()). The state's last-action block holds the
+        applied action, so the task stays Markov. Time constant about -dt / ln f (f = 0.5 at
+        10 Hz: 0.14 s). 0 (the default) sends the policy's action unchanged."""
+        f = action_filter
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.floating)) or not 0.0 <= float(f) < 1.0:
+            raise ValueError(f"action_filter: invalid value {action_filter!r}; allowed: a number in [0, 1) (0 = off)")
+        self.action_filter = float(f)
         if backend not in BACKENDS:
             raise ValueError(f"backend: invalid value {backend!r}; allowed: {', '.join(BACKENDS)}")
         if render_mode not in (None, "rgb_array"):
@@ -226,6 +237,8 @@ class RobotEnv(gym.Env):
             raise UnsafeCommandError(f"non-finite action {a.tolist()}; nothing was sent, the servos hold their last goal")
         clipped = int(np.count_nonzero((a < -1.0) | (a > 1.0)))
         a = np.clip(a, -1.0, 1.0)
+        if self.action_filter:
+            a = (self.action_filter * self.last_action + (1.0 - self.action_filter) * a).astype(np.float32)
         stop_reason = None
         try:
             st = self.robot.step(self.action_to_goal(a), self._tilt())
