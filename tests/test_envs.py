@@ -696,3 +696,11 @@ def test_relabelling_near_the_reached_angle(valve_in_state: bool) -> None:
     with pytest.raises(ValueError, match="relabel: invalid value 0"):
         env.goal_relabeler(0.0)
     env.close()
+
+
+def test_claw_aux_targets_are_the_valve_angles_cos_and_sin() -> None:
+    from robosac.envs.claw import ClawValveTurnEnv
+
+    got = ClawValveTurnEnv.aux_targets({"valve_rad": torch.tensor([0.0, math.pi / 2, -3.0])})
+    np.testing.assert_allclose(got.numpy(), [[1, 0], [0, 1], [math.cos(-3.0), math.sin(-3.0)]], atol=1e-6)
+    assert ClawValveTurnEnv.aux_dim == 2 and "valve_rad" in ClawValveTurnEnv.aux_info

@@ -4,6 +4,7 @@ end through the CLI, its outputs, resume, and the README's main path on the real
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -140,8 +141,10 @@ def test_nothing_to_resume_and_unknown_targets(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2 and "--relabel applies to robot envs with targets" in err
     assert not (tmp_path / "x").exists()
     for args, message in ((["--relabel", "1.5"], "relabel: invalid value 1.5; allowed: a fraction in (0, 1]"),
-                          (["--relabel", "0.5"], "QuadrupedWalkEnv has no goals to relabel")):
-        target = "robosac/QuadrupedWalk-v0" if "goals" in message else "robosac/ClawValveTurn-v0"
+                          (["--relabel", "0.5"], "QuadrupedWalkEnv has no goals to relabel"),
+                          (["--sac", "aux_weight=1"], "aux_weight: QuadrupedWalkEnv gives no auxiliary targets; allowed: 0"),
+                          (["--sac", "aux_weight=1"], "aux_weight: invalid value 1.0; allowed: 0, or > 0 with image observations")):
+        target = "robosac/QuadrupedWalk-v0" if "Quadruped" in message else "robosac/ClawValveTurn-v0"
         rc, err = train(target, "--steps", "10", "--out", str(tmp_path / "y"), *args)
         assert rc == 2 and message in err, err
 
@@ -150,12 +153,17 @@ def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path
     out = tmp_path / "run"
     r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
                "--env", "frame_stack=2", "--steps", "300", "--learning-starts", "256", "--batch-size", "32", "--eval-episodes", "1",
-               "--eval-every-episodes", "0", "--relabel", "0.5", "--out", str(out))
+               "--eval-every-episodes", "0", "--relabel", "0.5", "--sac", "aux_weight=1", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    # The learner relabelled from the replay's valve angles without dying (it would be restarted).
+    # The learner relabelled from the replay's valve angles and learned to predict them from the
+    # images (aux_weight) without dying (it would be restarted).
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["learner_restarts"] == 0 and summary["updates"] > 0
+    aux_losses = [line["loss_aux"] for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                  if line["kind"] == "train" and "loss_aux" in line]
+    assert aux_losses and all(math.isfinite(v) for v in aux_losses)
     desc = json.loads((out / "run.json").read_text())
+    assert desc["config"]["sac"]["aux_dim"] == 2  # from the env: the valve's cos and sin
     assert desc["pixels"] and desc["env_kwargs"] == {"variant": "random", "valve_in_state": False, "frame_stack": 2}
     rows = _chunks(out)
     assert rows["obs.state"].shape == (300, 29) and rows["obs.pixels"].shape == (300, 6, 64, 64)  # stored channels-first

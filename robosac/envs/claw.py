@@ -24,6 +24,11 @@ target once the target-dependent parts (the error feature or the target's cos/si
 target-distance and bonus reward terms) are recomputed; see `relabel_targets`. Without the valve in
 the state, the replay keeps each transition's info["valve_rad"] (`RELABEL_INFO`) for the reward.
 
+Auxiliary targets (`robosac train --sac aux_weight=W`, pixels): the learner's image encoder also
+learns to predict the cos and sin of the valve angle each transition reached (`valve_cos_sin`,
+from the same kept info["valve_rad"]: the valve servo's reading, which the reward needs on the bench
+anyway). The policy still acts from the image and the fingers only.
+
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
     "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
     "random"  start uniform in [-pi/3, pi/3], target pi + uniform [-pi/3, pi/3] (wrapped), as ROBEL's
@@ -80,6 +85,13 @@ def _reached_rad(batch: dict[str, Any], valve_in_state: bool) -> torch.Tensor:
     return batch["valve_rad"]
 
 
+def valve_cos_sin(batch: dict[str, Any], rng: np.random.Generator | None = None) -> torch.Tensor:
+    """The claw's auxiliary targets (B, 2): cos and sin of the valve angle each row reached, from
+    the replay's "valve_rad" (B,) rad."""
+    v = batch["valve_rad"]
+    return torch.stack([torch.cos(v), torch.sin(v)], dim=1)
+
+
 def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor, valve_in_state: bool = True) -> dict[str, Any]:
     """``batch`` (as `SAC.sample` returns it) with rows ``rows`` (K,) moved to the targets
     ``target_rad`` (K,) rad: the target's features in obs and next_obs (the error, or the target's
@@ -117,6 +129,9 @@ def relabel_near_achieved(batch: dict[str, Any], rng: np.random.Generator, fract
 class ClawValveTurnEnv(RobotEnv):
     default_config = "claw.yaml"
     relabel_info = RELABEL_INFO  # what a relabelling run's replay keeps from info
+    aux_info = RELABEL_INFO  # and what an auxiliary-target run's keeps (the same angle)
+    aux_dim = 2
+    aux_targets = staticmethod(valve_cos_sin)
 
     def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True,
                  current_in_state: bool = False, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ evaluation), learning_curve.png.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -34,6 +35,14 @@ __all__ = ["RunConfig", "train_async", "RunError"]
 
 class RunError(RuntimeError):
     """The run cannot start or continue (nothing to resume, a run already there, a collector fault)."""
+
+
+def _with_aux_targets(aux_targets: Callable, relabel: Callable | None, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The learner's batch hook with auxiliary targets: relabel (if any), then batch["aux"] from
+    what the replay kept (picklable, for the learner's process)."""
+    if relabel is not None:
+        batch = relabel(batch, rng)
+    return {**batch, "aux": aux_targets(batch)}
 
 
 @dataclass
@@ -110,6 +119,13 @@ def train_async(
 
     link = col = store = None
     try:
+        aux_targets = None
+        if sac_cfg.aux_weight > 0:
+            aux_targets = getattr(env.unwrapped, "aux_targets", None)
+            if aux_targets is None:
+                raise RunError(f"aux_weight: {type(env.unwrapped).__name__} gives no auxiliary targets; allowed: 0 for this env")
+            sac_cfg = replace(sac_cfg, aux_dim=env.unwrapped.aux_dim)
+            cfg = replace(cfg, sac=sac_cfg)
         agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
         if resume:
             # Check the learner's checkpoint here, so a corrupt or foreign one is a clear error now,
@@ -124,6 +140,9 @@ def train_async(
             if relabeler is None:
                 raise RunError(f"relabel: {type(env.unwrapped).__name__} has no goals to relabel; allowed: 0 for this env")
             relabel, extra = relabeler(cfg.relabel_fraction), dict(env.unwrapped.relabel_info)
+        if aux_targets is not None:
+            relabel = functools.partial(_with_aux_targets, aux_targets, relabel)
+            extra.update(env.unwrapped.aux_info)
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,
@@ -224,7 +243,7 @@ def train_async(
                        "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
                        "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
                        "learner/updates_per_s": ups, "learner/weights_version": link.version}
-            for name in ("recon", "reward"):  # the encoder's own losses, only when switched on
+            for name in ("recon", "reward", "aux"):  # the encoder's own losses, only when switched on
                 if not math.isnan(ls[f"{name}_loss"]):
                     figures[f"loss/{name}"] = ls[f"{name}_loss"]
             tel.scalars(st["step"], figures)

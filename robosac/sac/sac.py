@@ -7,13 +7,17 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
   3. temperature: move log alpha so the policy's entropy tracks the target (-|A| by default);
   4. Polyak-average the target critics (and target encoder);
   5. with ``recon_weight`` > 0: one reconstruction step on the encoder and decoder (SAC-AE);
-  6. with ``reward_head``: one reward-prediction step on the encoder and a reward head.
+  6. with ``reward_head``: one reward-prediction step on the encoder and a reward head;
+  7. with ``aux_weight`` > 0: one step predicting the env's auxiliary targets, likewise.
 Images: a conv encoder trained through the critic loss, random-shift augmentation (DrQ), state
 concatenated after the encoder; with ``recon_weight`` > 0 also through SAC-AE's loss (Yarats et al.
 2019): a decoder rebuilds the (shifted) images from the image features, with its own Adam; with
 ``reward_head`` also through a head that predicts each transition's reward from the features of the
 observation it led to (the reward is in every transition, so this needs nothing privileged), also
-with its own Adam.
+with its own Adam; with ``aux_weight`` > 0 also through a head that predicts ``batch["aux"]``
+(B, ``aux_dim``), what the robot's own sensors read when the transition ended (the claw: cos and
+sin of the valve angle, which the reward is computed from anyway), from the same features. The
+policy and the critics never take those targets as input: they act from the image and the state.
 CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
 critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
 (s', a') in one batch so both halves are normalised with the same statistics; the actor and the
@@ -59,6 +63,8 @@ class SACConfig:
     policy_delay: int = 1  # critic updates per actor and temperature update (CrossQ uses 3)
     recon_weight: float = 0.0  # SAC-AE: weight of the image-reconstruction loss on the encoder (0: none)
     reward_head: bool = False  # predict r from the next observation's features, a loss on the encoder (images, n_step 1)
+    aux_weight: float = 0.0  # weight of the loss predicting batch["aux"] from the next observation's features (images; 0: none)
+    aux_dim: int = 0  # size of batch["aux"] per row; a training run sets it from the env (its aux_dim)
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -157,6 +163,9 @@ class SAC:
             raise ValueError(f"SAC setting recon_weight: invalid value {cfg.recon_weight}; allowed: 0, or > 0 with image observations")
         if cfg.reward_head and (self.spec.image is None or cfg.n_step != 1):
             raise ValueError("SAC setting reward_head: invalid value True; allowed: false, or true with image observations and n_step=1")
+        if cfg.aux_weight < 0 or (cfg.aux_weight > 0 and (self.spec.image is None or cfg.n_step != 1 or cfg.aux_dim < 1)):
+            raise ValueError(f"SAC setting aux_weight: invalid value {cfg.aux_weight}; allowed: 0, or > 0 with image observations, "
+                             f"n_step=1 and an env that gives auxiliary targets (aux_dim >= 1, now {cfg.aux_dim})")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
@@ -190,6 +199,13 @@ class SAC:
             self.reward_optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.reward_head.parameters()], lr=cfg.critic_lr,
                                                      fused=self.device.type in ("cpu", "cuda"))
             self._optimizers += ("reward_optimizer",)
+        self.aux_head = None
+        if cfg.aux_weight > 0:
+            self.aux_head = mlp(self.encoder.out_dim, (256, 256), cfg.aux_dim).to(self.device)
+            self._modules += ("aux_head",)
+            self.aux_optimizer = torch.optim.Adam([*self.encoder.parameters(), *self.aux_head.parameters()], lr=cfg.critic_lr,
+                                                  fused=self.device.type in ("cpu", "cuda"))
+            self._optimizers += ("aux_optimizer",)
         if not cfg.crossq:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -245,7 +261,7 @@ class SAC:
         and stepped together: one backward pass and one optimizer step instead of three, which is
         most of what an update costs on a CPU. Each loss reaches only its own parameters.
         Returns scalar diagnostics: losses (recon_loss with recon_weight > 0, reward_loss with
-        reward_head), alpha, entropy (-mean log pi), mean Q.
+        reward_head, aux_loss with aux_weight > 0), alpha, entropy (-mean log pi), mean Q.
         """
         cfg = self.config
         obs, next_obs = batch["obs"], batch["next_obs"]
@@ -325,6 +341,14 @@ class SAC:
             self.reward_optimizer.zero_grad(set_to_none=True)
             reward_loss.backward()
             self.reward_optimizer.step()
+
+        # 7. Auxiliary targets (aux_weight > 0): what the robot's sensors read after the action,
+        # so from the next observation's features, as the reward head's.
+        if self.aux_head is not None:
+            aux_loss = F.mse_loss(self.aux_head(self.encoder(next_obs)), batch["aux"])
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            (cfg.aux_weight * aux_loss).backward()
+            self.aux_optimizer.step()
         self.updates += 1
 
         actor_loss, alpha_loss, entropy = self._actor_stats  # the last actor update's, with policy_delay > 1
@@ -336,6 +360,9 @@ class SAC:
         if self.reward_head is not None:
             names.append("reward_loss")
             values.append(reward_loss.detach())
+        if self.aux_head is not None:
+            names.append("aux_loss")
+            values.append(aux_loss.detach())
         return dict(zip(names, torch.stack(values).tolist()))
 
     # ---- saving -------------------------------------------------------------------------------

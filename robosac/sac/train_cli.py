@@ -168,6 +168,9 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
         if args.relabel:
             print("robosac train: --relabel is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
             return 2
+        if args.sac_config.aux_weight:
+            print("robosac train: --sac aux_weight is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
+            return 2
         if backend != "hardware":
             print("robosac train: --cluster runs robots on the hardware backend; drop --backend sim", file=sys.stderr)
             return 2
