@@ -85,7 +85,7 @@ def _reached_rad(batch: dict[str, Any], valve_in_state: bool) -> torch.Tensor:
     return batch["valve_rad"]
 
 
-def valve_cos_sin(batch: dict[str, Any], rng: np.random.Generator | None = None) -> torch.Tensor:
+def valve_cos_sin(batch: dict[str, Any]) -> torch.Tensor:
     """The claw's auxiliary targets (B, 2): cos and sin of the valve angle each row reached, from
     the replay's "valve_rad" (B,) rad."""
     v = batch["valve_rad"]
