@@ -608,3 +608,21 @@ def test_enable_torque_after_a_host_pause_longer_than_the_watchdog(claw) -> None
     bus.read_state()
     bus.enable_torque([2])
     assert _servo(chain, 2, "bus_watchdog") == cfg.bus.watchdog_ms // 20 and _servo(chain, 2, "torque_enable") == 1
+
+
+def test_a_late_reply_is_never_taken_for_a_reads_answer(claw) -> None:
+    """A write's status reply delayed past the timeout can land inside the next read's window; the
+    SDK takes it (same id) and hands back its 2 bytes: read_raw must retry, not return short data
+    (a loaded machine did this to the jog tool's configure: an IndexError)."""
+    cfg, chain, bus = claw
+    sid = cfg.servos[0].id
+    short = 0
+    for delay in (0.03, 0.04, 0.05, 0.06, 0.08) * 2:
+        chain.faults.delay_replies(sid, delay, n=1)
+        bus.write_raw(sid, 65, [1])  # LED
+        for _ in range(3):
+            short += len(bus.read_raw(sid, 64, 52)) != 52
+            time.sleep(0.01)
+        time.sleep(0.1)
+    assert short == 0
+    assert bus.counters.single_retries > 0  # the late replies were there, and retried

@@ -51,6 +51,7 @@ import numpy as np
 import serial
 from dynamixel_sdk import (
     BROADCAST_ID,
+    COMM_RX_CORRUPT,
     COMM_RX_TIMEOUT,
     COMM_SUCCESS,
     GroupSyncRead,
@@ -482,6 +483,10 @@ class ServoBus:
 
         def go() -> tuple[int, int, bytes]:
             data, rc, err = self._ph.readTxRx(self.port_handler, sid, address, length)
+            if rc == COMM_SUCCESS and len(data) != length:
+                # A late status reply to an earlier instruction, from the same id, arrived inside
+                # this read's window (Protocol 2.0 has no sequence numbers): not this read's answer.
+                rc = COMM_RX_CORRUPT
             return rc, err, bytes(data)
 
         rc, err, data = self._single(go)
