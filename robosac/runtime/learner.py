@@ -37,7 +37,9 @@ I_UPDATES, I_VERSION, I_CHECKPOINTS, I_RESUMED_FROM, I_PID, I_TRANSITIONS, I_PUB
 # Shared float64 counters (time.monotonic(), system-wide on Linux).
 F_HEARTBEAT, F_LAST_PUBLISH, F_LAST_CHECKPOINT, F_STARTED = range(4)
 # The last update's statistics, shared for telemetry (floats[4:]).
-UPDATE_STATS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "recon_loss", "reward_loss", "aux_loss")  # the last three: NaN when off
+# The encoder's own losses: reported only when switched on (recon_weight, reward_head, aux_weight), NaN otherwise.
+OPTIONAL_STATS = ("recon_loss", "reward_loss", "aux_loss")
+UPDATE_STATS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", *OPTIONAL_STATS)
 F_STATS = 4
 
 
@@ -181,7 +183,7 @@ class LearnerProcess:
         self.pause_event = self.ctx.Event()
         self._ints = self.ctx.RawArray("q", 8)
         self._floats = self.ctx.RawArray("d", F_STATS + len(UPDATE_STATS))
-        for name in ("recon_loss", "reward_loss", "aux_loss"):
+        for name in OPTIONAL_STATS:
             self._floats[F_STATS + UPDATE_STATS.index(name)] = math.nan  # until an update reports one
         self.process: mp.process.BaseProcess | None = None
 

@@ -92,7 +92,7 @@ def train_async(
     import torch
 
     from robosac.runtime.collector import Collector
-    from robosac.runtime.learner import AsyncLearner, LearnerConfig, LearnerSupervisor
+    from robosac.runtime.learner import OPTIONAL_STATS, AsyncLearner, LearnerConfig, LearnerSupervisor
     from robosac.persist import CheckpointError, JsonLines, load_checkpoint
     from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
     from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
@@ -243,9 +243,9 @@ def train_async(
                        "loop/jitter_max_s": cs["jitter_s"]["max"], "loop/overruns": cs["overruns"],
                        "loop/obs_to_action_p99_s": cs["obs_to_action_s"]["p99"], "learner/updates": ls["updates"],
                        "learner/updates_per_s": ups, "learner/weights_version": link.version}
-            for name in ("recon", "reward", "aux"):  # the encoder's own losses, only when switched on
-                if not math.isnan(ls[f"{name}_loss"]):
-                    figures[f"loss/{name}"] = ls[f"{name}_loss"]
+            for name in OPTIONAL_STATS:  # the encoder's own losses, only when switched on
+                if not math.isnan(ls[name]):
+                    figures[f"loss/{name.removesuffix('_loss')}"] = ls[name]
             tel.scalars(st["step"], figures)
             log("train", step=st["step"], **{k.replace("/", "_"): v for k, v in figures.items()})
             if progress:
