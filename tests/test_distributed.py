@@ -68,6 +68,11 @@ def test_cluster_refuses_a_public_bind_without_the_flag(tmp_path: Path, capsys: 
     rc = cli.main(["train", str(CLAW), "--cluster", "0.0.0.0:6379", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "wildcard address" in err and "--allow-public-bind" in err
+    # Relabelling and the auxiliary head are single-machine features: refused by name, before Ray starts.
+    rc = cli.main(["train", str(CLAW), "--cluster", "local", "--pixels", "--sac", "aux_weight=1", "--out", str(out)])
+    assert rc == 2 and "--sac aux_weight is not available with --cluster" in capsys.readouterr().err
+    rc = cli.main(["train", str(CLAW), "--cluster", "local", "--relabel", "0.5", "--out", str(out)])
+    assert rc == 2 and "--relabel is not available with --cluster" in capsys.readouterr().err
     assert not out.exists() and not ray.is_initialized()  # refused before anything started
     # With the flag it is accepted (not started here); bad values name what is allowed.
     assert parse_cluster("local", bind="0.0.0.0", allow_public_bind=True) == ClusterSpec("local", None, "0.0.0.0")
