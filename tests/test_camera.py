@@ -76,14 +76,19 @@ def _wait(cond, timeout: float) -> bool:
     return cond()
 
 
-def test_crop_resize_centre_crop_and_rgb() -> None:
-    bgr = np.zeros((100, 200, 3), np.uint8)
-    bgr[:, :50] = (255, 0, 0)  # blue left quarter (BGR), cropped away by a square crop
-    bgr[:, 50:150] = (0, 0, 255)  # red centre
-    out = crop_resize(bgr, 32, 32)
+def test_crop_resize_centre_crop_keeps_channel_order() -> None:
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :50] = (0, 0, 255)  # left quarter, cropped away by a square crop
+    img[:, 50:150] = (255, 0, 0)  # centre
+    out = crop_resize(img, 32, 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
-    assert np.all(out[..., 0] == 255) and np.all(out[..., 2] == 0)  # RGB: red everywhere
+    # Channel order kept (an RGB frame stays RGB), and nothing of the cropped-off quarter remains.
+    assert np.all(out[..., 0] == 255) and np.all(out[..., 2] == 0)
     assert crop_resize(np.zeros((60, 80), np.uint8), 40, 40).shape == (40, 40, 3)
+    # Shrinking averages: a one-pixel-wide line at 4x keeps a quarter of its weight.
+    line = np.zeros((128, 128, 3), np.uint8)
+    line[:, 64] = 255
+    assert crop_resize(line, 32, 32)[0, 16, 0] == 64
 
 
 def test_mjpeg_stream_fresh_frames_loss_stale_and_reconnect() -> None:
@@ -160,6 +165,7 @@ def test_video_file_plays_at_its_rate_then_goes_stale(tmp_path) -> None:
     assert w.isOpened()
     for i in range(n):
         img = np.full((100, 200, 3), 20 * i, np.uint8)
+        img[..., 2] = 250  # red, in OpenCV's BGR order
         w.write(img)
     w.release()
 
@@ -169,6 +175,7 @@ def test_video_file_plays_at_its_rate_then_goes_stale(tmp_path) -> None:
         stamps = [s for _, s in frames]
         assert all(b > a for a, b in zip(stamps, stamps[1:]))
         assert all(f.shape == (48, 64, 3) for f, _ in frames)
+        assert all(f[..., 0].mean() > f[..., 2].mean() + 40 for f, _ in frames)  # delivered as RGB: red first
         # Played at the file's rate (20 fps), not as fast as it decodes.
         assert (stamps[-1] - stamps[0]) / (len(stamps) - 1) == pytest.approx(1.0 / fps, abs=0.02)
         assert _wait(lambda: cam.counters["eof"] == 1, 2.0), cam.counters

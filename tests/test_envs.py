@@ -704,3 +704,33 @@ def test_claw_aux_targets_are_the_valve_angles_cos_and_sin() -> None:
     got = ClawValveTurnEnv.aux_targets({"valve_rad": torch.tensor([0.0, math.pi / 2, -3.0])})
     np.testing.assert_allclose(got.numpy(), [[1, 0], [0, 1], [math.cos(-3.0), math.sin(-3.0)]], atol=1e-6)
     assert ClawValveTurnEnv.aux_dim == 2 and "valve_rad" in ClawValveTurnEnv.aux_info
+
+
+def _red_and_blue_px(frame: np.ndarray) -> tuple[int, int]:
+    f = frame.astype(int)
+    return int(np.sum(f[..., 0] > f[..., 2] + 80)), int(np.sum(f[..., 2] > f[..., 0] + 80))
+
+
+def test_pixels_are_rgb_and_shrunk_alike_on_both_backends(claw_twin) -> None:
+    # The claw's valve has a red spoke and its fingertips are orange; nothing in the scene is blue.
+    # Both backends take the camera's 128 x 128 frame and shrink it to image_size by area averaging:
+    # once, the bench's path handed its RGB frame to a BGR->RGB resize (a blue spoke at 32 px).
+    opts = {"start_rad": 0.0, "target_rad": math.pi}
+    hw = _hw_claw(claw_twin, pixels=True, image_size=(32, 32))
+    sim = gym.make(CLAW, backend="sim", pixels=True, image_size=(32, 32), randomization=None)
+    try:
+        hw_px = hw.reset(seed=0, options=opts)[0]["pixels"]
+        sim_px = sim.reset(seed=0, options=opts)[0]["pixels"]
+        full, _ = sim.unwrapped.robot.frame()
+        straight = sim.unwrapped.robot.sim.render(sim.unwrapped.robot._camera_name, 32, 32)
+    finally:
+        hw.close()
+        sim.close()
+    assert full.shape == (128, 128, 3)  # rendered at the camera's size, as the bench's camera delivers
+    for px in (hw_px, sim_px):
+        red, blue = _red_and_blue_px(px)
+        assert px.shape == (32, 32, 3) and red >= 8 and blue == 0, (red, blue)
+    # Area averaging: the spoke's edges blend into the floor, so the shrunk frame has many more
+    # distinct colours than the same scene rendered straight at 32 px (no multisampling).
+    colours = lambda f: len(np.unique(f.reshape(-1, 3), axis=0))  # noqa: E731
+    assert colours(sim_px) > 2 * colours(straight), (colours(sim_px), colours(straight))

@@ -6,7 +6,8 @@ Both go through the same `Robot.step` (safety monitor on every command), the sam
 and reset code. A task subclass supplies `_features`, `_reward` and `_reset_robot`.
 
 Observation: {"state": float32 (task features), "pixels": uint8 (H, W, 3*frame_stack), newest frame
-last, only with pixels=True}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
+last, only with pixels=True; each frame as the robot's camera delivers it (the config's camera size,
+RGB), centre-cropped and shrunk to image_size the same way on both backends}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
 a centre pose: 0 -> centre, -1 -> lo, +1 -> hi. The centre is the config's
 control.action_center_rad, or for joints it does not name, the reset pose ("nominal"); (lo, hi) is
 control.action_range_rad, or for joints it does not name, the servo's min_rad/max_rad.
@@ -115,7 +116,7 @@ class RobotEnv(gym.Env):
         self.human_help = human_help
         if robot is None:
             if backend == "sim":
-                robot = SimRobot(cfg, seed=sim_seed, randomization=self.randomization, image_size=self.image_size)
+                robot = SimRobot(cfg, seed=sim_seed, randomization=self.randomization)
             else:
                 robot = HardwareRobot(cfg, port=port, camera_source=camera_source,
                                       use_camera=self.pixels or cfg.tracker is not None or render_mode == "rgb_array", **(bus_settings or {}))

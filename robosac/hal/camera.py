@@ -53,24 +53,26 @@ class StaleFrameError(CameraError):
         super().__init__(f"camera {source!r}: {what} (allowed {max_age_s * 1000:.0f} ms)")
 
 
-def crop_resize(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Centre-crop a BGR (or gray) image to the aspect width:height, resize to (height, width) and
-    return RGB uint8 (height, width, 3)."""
-    if bgr.ndim == 2:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-    h, w = bgr.shape[:2]
+def crop_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop an image (H, W, 3) or gray (H, W) to the aspect width:height and resize it to
+    (height, width, 3) uint8, keeping its channel order (a gray image gets three equal channels).
+    Shrinking averages the source pixels (area interpolation), so a frame rendered or captured
+    larger keeps sub-pixel edges at the policy's size."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
     if w * height > h * width:  # too wide: crop columns
         cw = max(1, int(round(h * width / height)))
         x0 = (w - cw) // 2
-        bgr = bgr[:, x0 : x0 + cw]
+        image = image[:, x0 : x0 + cw]
     elif w * height < h * width:  # too tall: crop rows
         ch = max(1, int(round(w * height / width)))
         y0 = (h - ch) // 2
-        bgr = bgr[y0 : y0 + ch]
-    if bgr.shape[1] != width or bgr.shape[0] != height:
-        interp = cv2.INTER_AREA if bgr.shape[1] >= width else cv2.INTER_LINEAR
-        bgr = cv2.resize(bgr, (width, height), interpolation=interp)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        image = image[y0 : y0 + ch]
+    if image.shape[1] != width or image.shape[0] != height:
+        interp = cv2.INTER_AREA if image.shape[1] >= width else cv2.INTER_LINEAR
+        image = cv2.resize(image, (width, height), interpolation=interp)
+    return np.ascontiguousarray(image)
 
 
 def _normalize_source(source: int | str) -> int | str:
@@ -219,7 +221,7 @@ class Camera:
                             cap.release()
                             cap, last_crc = None, None
                         continue
-                    frame = crop_resize(bgr, self.width, self.height)
+                    frame = cv2.cvtColor(crop_resize(bgr, self.width, self.height), cv2.COLOR_BGR2RGB)
                     with self._cond:
                         self._frame, self._stamp = frame, now
                         self._seq += 1

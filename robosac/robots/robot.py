@@ -422,8 +422,10 @@ class SimRobot(Robot):
 
     Servo speed caps follow the config (limits.max_velocity_rad_s, what the bus writes to Velocity
     Limit), so a goal is followed as on the twin. Temperatures read SIM_TEMPERATURE_C; hardware
-    errors never occur. Frames are rendered at (image_width, image_height) straight away (default:
-    the config's camera size). torso() is the simulator's ground truth. randomization / seed: the
+    errors never occur. Frames are rendered at the config's camera size (64 x 64 without a camera
+    section), the size the hardware camera delivers, so the env shrinks both backends' frames to its
+    image_size the same way (area averaging keeps sub-pixel edges; a frame rendered straight at 32 px
+    is aliased, and its colours differ from the bench's). torso() is the simulator's ground truth. randomization / seed: the
     domain randomisation drawn at construction (see `randomize`; None = the MJCF's nominal model)."""
 
     def __init__(
@@ -432,7 +434,6 @@ class SimRobot(Robot):
         *,
         seed: int | None = None,
         randomization: "DomainRandomization | None" = None,
-        image_size: tuple[int, int] | None = None,
     ) -> None:
         from sim.mujoco_sim import MujocoSim
 
@@ -441,7 +442,7 @@ class SimRobot(Robot):
         self.sim.set_velocity_caps(np.array([s.limits.max_velocity_rad_s for s in config.servos]))
         self._substeps = max(1, int(round(self.dt_s / self.sim.dt)))
         cam = config.camera
-        self.image_size = image_size or ((cam.width, cam.height) if cam else (64, 64))
+        self.image_size = (cam.width, cam.height) if cam else (64, 64)  # px
         self._camera_name = config.sim.camera if config.sim and config.sim.camera else None
 
     def randomize(self, randomization: "DomainRandomization", seed: int | None) -> dict[str, float]:
