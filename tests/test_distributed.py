@@ -71,6 +71,8 @@ def test_cluster_refuses_a_public_bind_without_the_flag(tmp_path: Path, capsys: 
     # Relabelling and the auxiliary head are single-machine features: refused by name, before Ray starts.
     rc = cli.main(["train", str(CLAW), "--cluster", "local", "--pixels", "--sac", "aux_weight=1", "--out", str(out)])
     assert rc == 2 and "--sac aux_weight is not available with --cluster" in capsys.readouterr().err
+    rc = cli.main(["train", str(CLAW), "--cluster", "local", "--pixels", "--sac", "privileged_critic=true", "--out", str(out)])
+    assert rc == 2 and "--sac privileged_critic is not available with --cluster" in capsys.readouterr().err
     rc = cli.main(["train", str(CLAW), "--cluster", "local", "--relabel", "0.5", "--out", str(out)])
     assert rc == 2 and "--relabel is not available with --cluster" in capsys.readouterr().err
     assert not out.exists() and not ray.is_initialized()  # refused before anything started

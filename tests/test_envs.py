@@ -706,6 +706,30 @@ def test_claw_aux_targets_are_the_valve_angles_cos_and_sin() -> None:
     assert ClawValveTurnEnv.aux_dim == 2 and "valve_rad" in ClawValveTurnEnv.aux_info
 
 
+def test_claw_reports_the_valve_angle_before_and_after_each_step() -> None:
+    # A privileged critic's inputs: the angle at the observation the action was taken from, and
+    # at the one it led to (ClawValveTurnEnv.priv_inputs gives their cos and sin).
+    from robosac.envs.claw import ClawValveTurnEnv
+
+    env = gym.make(CLAW, backend="sim", variant="random")
+    env.reset(seed=3)
+    seen = [float(env.unwrapped.robot.last_state.position[env.unwrapped._valve])]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        _, _, _, _, info = env.step(rng.uniform(-1, 1, 9).astype(np.float32))
+        assert info["valve_rad_before"] == seen[-1]
+        seen.append(info["valve_rad"])
+    env.reset(seed=4)  # a new episode's first step starts from the reset's angle, not the last episode's
+    start = float(env.unwrapped.robot.last_state.position[env.unwrapped._valve])
+    assert env.step(np.zeros(9, np.float32))[4]["valve_rad_before"] == start != seen[-1]
+    env.close()
+    assert np.ptp(seen) > 0.05  # random pushes moved the valve, so the check above compared moving angles
+    before, after = ClawValveTurnEnv.priv_inputs({"valve_rad_before": torch.tensor([0.0]), "valve_rad": torch.tensor([math.pi / 2])})
+    np.testing.assert_allclose(before.numpy(), [[1, 0]], atol=1e-6)
+    np.testing.assert_allclose(after.numpy(), [[0, 1]], atol=1e-6)
+    assert ClawValveTurnEnv.priv_dim == 2 and set(ClawValveTurnEnv.priv_info) == {"valve_rad_before", "valve_rad"}
+
+
 def _red_and_blue_px(frame: np.ndarray) -> tuple[int, int]:
     f = frame.astype(int)
     return int(np.sum(f[..., 0] > f[..., 2] + 80)), int(np.sum(f[..., 2] > f[..., 0] + 80))

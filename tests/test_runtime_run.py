@@ -153,7 +153,8 @@ def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path
     out = tmp_path / "run"
     r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
                "--env", "frame_stack=2", "--steps", "300", "--learning-starts", "256", "--batch-size", "32", "--eval-episodes", "1",
-               "--eval-every-episodes", "0", "--relabel", "0.5", "--sac", "aux_weight=1", "--out", str(out))
+               "--eval-every-episodes", "0", "--relabel", "0.5", "--sac", "aux_weight=1", "--sac", "privileged_critic=true",
+               "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     # The learner relabelled from the replay's valve angles and learned to predict them from the
     # images (aux_weight) without dying (it would be restarted).
@@ -164,10 +165,15 @@ def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path
     assert aux_losses and all(math.isfinite(v) for v in aux_losses)
     desc = json.loads((out / "run.json").read_text())
     assert desc["config"]["sac"]["aux_dim"] == 2  # from the env: the valve's cos and sin
+    assert desc["config"]["sac"]["priv_dim"] == 2  # the privileged critic's input: the same at s and s'
     assert desc["pixels"] and desc["env_kwargs"] == {"variant": "random", "valve_in_state": False, "frame_stack": 2}
     rows = _chunks(out)
     assert rows["obs.state"].shape == (300, 29) and rows["obs.pixels"].shape == (300, 6, 64, 64)  # stored channels-first
     assert rows["valve_rad"].shape == (300,) and np.ptp(rows["valve_rad"]) > 0.5  # kept for relabelling; random starts
+    # The angle at s is the one the previous row reached, except where a reset moved the valve.
+    jumps = np.flatnonzero(rows["valve_rad_before"][1:] != rows["valve_rad"][:-1]) + 1
+    starts = np.flatnonzero(~rows["obs.state"][:, 18:27].any(1))  # a reset's observation: the last action is zero
+    assert len(starts) >= 3 and set(jumps) <= set(starts), (jumps, starts)
     # eval rebuilds the env with the run's settings: a 31-long state or 3-channel frames would not fit the networks.
     rc, stdout, err = _cli(capsys, "eval", str(out), "--episodes", "1")
     assert rc == 0, err[-2000:]

@@ -574,3 +574,55 @@ def test_aux_head_teaches_the_encoder_to_read_an_angle(tmp_path):
     for bad in (SACConfig(aux_weight=1.0), SACConfig(aux_weight=1.0, aux_dim=2, n_step=3), SACConfig(aux_weight=-1.0, aux_dim=2)):
         with pytest.raises(ValueError, match="aux_weight: invalid value"):
             SAC(env.observation_space, env.action_space, bad)
+
+
+def _with_shade_priv(batch: dict) -> dict:
+    """A privileged critic's inputs for the shade bandit: the best action itself, read off the red
+    shade of each image (as the claw's valve servo reads the angle the camera shows)."""
+    def best(obs: dict) -> torch.Tensor:
+        return (2.0 * obs["pixels"][:, 0].float().mean((1, 2)) / 255.0 - 1.0).unsqueeze(1)
+
+    return {**batch, "priv": best(batch["obs"]), "next_priv": best(batch["next_obs"])}
+
+
+@pytest.mark.parametrize("crossq", [True, False])
+def test_privileged_critic_learns_from_the_reading_and_the_actor_from_the_image(tmp_path, crossq):
+    """privileged_critic: the critics take the state plus batch["priv"] and no images; the encoder
+    learns through the actor's loss. The policy, which sees only the image, learns the bandit; a
+    restored agent updates bit-identically; the setting is refused where it cannot work."""
+    env = ShadeBanditEnv(with_state=True)
+    cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3,
+                    alpha_lr=1e-3, crossq=crossq, privileged_critic=True, priv_dim=1)
+    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
+    assert agent.critic.layers[0].weight.shape[1] == 2 + 1 + 1  # state (2) + priv (1) + action (1): no image features
+    replay = Replay(agent.spec, 1, 2000, seed=0)
+    obs, _ = env.reset(seed=0)
+    encoder_before = [p.clone() for p in agent.encoder.parameters()]
+    for step in range(1000):
+        action = env.action_space.sample() if step < 200 else agent.act(obs)
+        next_obs, reward, terminated, _, _ = env.step(action)
+        replay.add(obs, action, reward, next_obs, terminated)
+        obs, _ = env.reset()
+        if step >= 200:
+            agent.update(_with_shade_priv(replay.sample(64)))
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, agent.encoder.parameters()))
+    errors = []
+    for i in range(50):
+        obs, _ = env.reset(seed=10_000 + i)
+        errors.append(abs(agent.act(obs, deterministic=True)[0] - env.target))
+    assert np.mean(errors) < 0.15, np.mean(errors)  # always answering 0 would give 0.5
+
+    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
+    clone = SAC(env.observation_space, env.action_space, agent.config, seed=1)
+    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
+    batch = _with_shade_priv(replay.sample(32))
+    torch.manual_seed(3)
+    s1 = agent.update(batch)
+    torch.manual_seed(3)
+    assert clone.update(batch) == s1
+
+    with pytest.raises(ValueError, match="privileged_critic: invalid value True; allowed: false, or true with image observations"):
+        SAC(STATE, ACT, SACConfig(privileged_critic=True, priv_dim=1))  # no images
+    for bad in (SACConfig(privileged_critic=True), SACConfig(privileged_critic=True, priv_dim=1, n_step=3)):
+        with pytest.raises(ValueError, match="privileged_critic: invalid value True"):
+            SAC(env.observation_space, env.action_space, bad)

@@ -29,6 +29,10 @@ learns to predict the cos and sin of the valve angle each transition reached (`v
 from the same kept info["valve_rad"]: the valve servo's reading, which the reward needs on the bench
 anyway). The policy still acts from the image and the fingers only.
 
+Privileged critic inputs (`robosac train --sac privileged_critic=true`, pixels): the critics take the
+state plus the cos and sin of the valve angle at s and at s' (`valve_cos_sin_both`, from the kept
+info["valve_rad_before"] and info["valve_rad"]), instead of the images. Only the learner reads them.
+
 Variants (constructor argument `variant`, or reset(options={"start_rad":..., "target_rad":...})):
     "fixed"   start 0, target pi rad (half a turn, as ROBEL's DClawTurnFixed)
     "random"  start uniform in [-pi/3, pi/3], target pi + uniform [-pi/3, pi/3] (wrapped), as ROBEL's
@@ -49,7 +53,7 @@ from robosac.hal.units import wrap_angle
 from robosac.robots.claw_reset import reset_claw
 from robosac.robots.robot import RobotState
 
-__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "relabel_near_achieved", "RELABEL_INFO"]
+__all__ = ["ClawValveTurnEnv", "VARIANTS", "SUCCESS_RAD", "relabel_targets", "relabel_near_achieved", "RELABEL_INFO", "PRIV_INFO"]
 
 VARIANTS = ("fixed", "random")
 SUCCESS_RAD = 0.1
@@ -65,6 +69,8 @@ _COS, _SIN, _ERR = 18, 19, 30
 _TARGET_COS, _TARGET_SIN = 27, 28
 # What the replay keeps from info for relabelling a state without the valve: name -> dtype.
 RELABEL_INFO = {"valve_rad": "float32"}
+# And for a privileged critic: the angle at the observation the action was taken from, too.
+PRIV_INFO = {"valve_rad_before": "float32", "valve_rad": "float32"}
 
 
 def target_terms(dist: Any) -> dict[str, Any]:
@@ -90,6 +96,13 @@ def valve_cos_sin(batch: dict[str, Any]) -> torch.Tensor:
     the replay's "valve_rad" (B,) rad."""
     v = batch["valve_rad"]
     return torch.stack([torch.cos(v), torch.sin(v)], dim=1)
+
+
+def valve_cos_sin_both(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The claw's privileged critic inputs: cos and sin of the valve angle at s and at s', (B, 2)
+    each, from the replay's "valve_rad_before" and "valve_rad" (B,) rad."""
+    before, after = batch["valve_rad_before"], batch["valve_rad"]
+    return torch.stack([torch.cos(before), torch.sin(before)], 1), torch.stack([torch.cos(after), torch.sin(after)], 1)
 
 
 def relabel_targets(batch: dict[str, Any], rows: torch.Tensor, target_rad: torch.Tensor, valve_in_state: bool = True) -> dict[str, Any]:
@@ -132,6 +145,9 @@ class ClawValveTurnEnv(RobotEnv):
     aux_info = RELABEL_INFO  # and what an auxiliary-target run's keeps (the same angle)
     aux_dim = 2
     aux_targets = staticmethod(valve_cos_sin)
+    priv_info = PRIV_INFO  # what a privileged-critic run's keeps
+    priv_dim = 2
+    priv_inputs = staticmethod(valve_cos_sin_both)
 
     def __init__(self, backend: str = "sim", *, variant: str = "fixed", valve_in_state: bool = True,
                  current_in_state: bool = False, **kwargs: Any) -> None:
@@ -148,6 +164,7 @@ class ClawValveTurnEnv(RobotEnv):
         self._valve = self.robot.names.index("valve")
         self.target_rad = FIXED_TARGET_RAD
         self.reset_report = None
+        self._valve_seen_rad = (math.nan, math.nan)  # the valve angle at the last two observations, rad
 
     def goal_relabeler(self, fraction: float) -> Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]:
         """A picklable ``relabel(batch, rng)`` for the learner: `relabel_near_achieved` on ``fraction``
@@ -157,7 +174,7 @@ class ClawValveTurnEnv(RobotEnv):
         return functools.partial(relabel_near_achieved, fraction=fraction, valve_in_state=self.valve_in_state)
 
     def _task_info(self, st: RobotState) -> dict[str, float]:
-        return {"valve_rad": float(st.position[self._valve])}
+        return {"valve_rad": float(st.position[self._valve]), "valve_rad_before": self._valve_seen_rad[0]}
 
     def _state_size(self) -> int:
         n_f = len(self.robot.names) - 1
@@ -169,6 +186,9 @@ class ClawValveTurnEnv(RobotEnv):
 
     def _features(self, st: RobotState) -> np.ndarray:
         v = st.position[self._valve]
+        # Every observation (reset's and each step's) passes here, so the step's info can report
+        # the angle at the observation its action was taken from (a privileged critic's input).
+        self._valve_seen_rad = (self._valve_seen_rad[1], float(v))
         if not self.valve_in_state:
             parts = [st.position[self._fing], st.velocity[self._fing], self.last_action,
                      [math.cos(self.target_rad), math.sin(self.target_rad)]]

@@ -37,12 +37,19 @@ class RunError(RuntimeError):
     """The run cannot start or continue (nothing to resume, a run already there, a collector fault)."""
 
 
-def _with_aux_targets(aux_targets: Callable, relabel: Callable | None, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """The learner's batch hook with auxiliary targets: relabel (if any), then batch["aux"] from
-    what the replay kept (picklable, for the learner's process)."""
+def _with_env_inputs(aux_targets: Callable | None, priv_inputs: Callable | None, relabel: Callable | None,
+                     batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The learner's batch hook with what the env derives from the replay's kept info: relabel (if
+    any), then batch["aux"] (auxiliary targets) and batch["priv"], batch["next_priv"] (privileged
+    critic inputs) where asked for (picklable, for the learner's process)."""
     if relabel is not None:
         batch = relabel(batch, rng)
-    return {**batch, "aux": aux_targets(batch)}
+    if aux_targets is not None:
+        batch = {**batch, "aux": aux_targets(batch)}
+    if priv_inputs is not None:
+        priv, next_priv = priv_inputs(batch)
+        batch = {**batch, "priv": priv, "next_priv": next_priv}
+    return batch
 
 
 @dataclass
@@ -119,13 +126,18 @@ def train_async(
 
     link = col = store = None
     try:
-        aux_targets = None
+        aux_targets = priv_inputs = None
         if sac_cfg.aux_weight > 0:
             aux_targets = getattr(env.unwrapped, "aux_targets", None)
             if aux_targets is None:
                 raise RunError(f"aux_weight: {type(env.unwrapped).__name__} gives no auxiliary targets; allowed: 0 for this env")
             sac_cfg = replace(sac_cfg, aux_dim=env.unwrapped.aux_dim)
-            cfg = replace(cfg, sac=sac_cfg)
+        if sac_cfg.privileged_critic:
+            priv_inputs = getattr(env.unwrapped, "priv_inputs", None)
+            if priv_inputs is None:
+                raise RunError(f"privileged_critic: {type(env.unwrapped).__name__} gives no privileged critic inputs; allowed: false for this env")
+            sac_cfg = replace(sac_cfg, priv_dim=env.unwrapped.priv_dim)
+        cfg = replace(cfg, sac=sac_cfg)
         agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
         if resume:
             # Check the learner's checkpoint here, so a corrupt or foreign one is a clear error now,
@@ -140,9 +152,10 @@ def train_async(
             if relabeler is None:
                 raise RunError(f"relabel: {type(env.unwrapped).__name__} has no goals to relabel; allowed: 0 for this env")
             relabel, extra = relabeler(cfg.relabel_fraction), dict(env.unwrapped.relabel_info)
-        if aux_targets is not None:
-            relabel = functools.partial(_with_aux_targets, aux_targets, relabel)
-            extra.update(env.unwrapped.aux_info)
+        if aux_targets is not None or priv_inputs is not None:
+            relabel = functools.partial(_with_env_inputs, aux_targets, priv_inputs, relabel)
+            extra.update(env.unwrapped.aux_info if aux_targets is not None else {})
+            extra.update(env.unwrapped.priv_info if priv_inputs is not None else {})
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,

@@ -9,6 +9,11 @@ Read top to bottom: the settings, the agent's parts, acting, then one update:
   5. with ``recon_weight`` > 0: one reconstruction step on the encoder and decoder (SAC-AE);
   6. with ``reward_head``: one reward-prediction step on the encoder and a reward head;
   7. with ``aux_weight`` > 0: one step predicting the env's auxiliary targets, likewise.
+With ``privileged_critic`` (an asymmetric actor-critic, Pinto et al. 2018, arXiv 1710.06542) the
+critics take the state plus ``batch["priv"]`` / ``batch["next_priv"]`` (B, ``priv_dim``), what the
+robot's own sensors read at s and s' (the claw: the valve angle, which the reward is computed from),
+and no images; the encoder then learns through the actor's loss in step 2 (and steps 5-7). Only
+training reads those inputs: the policy still acts from the image and the state.
 Images: a conv encoder trained through the critic loss, random-shift augmentation (DrQ), state
 concatenated after the encoder; with ``recon_weight`` > 0 also through SAC-AE's loss (Yarats et al.
 2019): a decoder rebuilds the (shifted) images from the image features, with its own Adam; with
@@ -65,6 +70,8 @@ class SACConfig:
     reward_head: bool = False  # predict r from the next observation's features, a loss on the encoder (images, n_step 1)
     aux_weight: float = 0.0  # weight of the loss predicting batch["aux"] from the next observation's features (images; 0: none)
     aux_dim: int = 0  # size of batch["aux"] per row; a training run sets it from the env (its aux_dim)
+    privileged_critic: bool = False  # critics on the state + batch["priv"], not the images (see the module docstring)
+    priv_dim: int = 0  # size of batch["priv"] per row; a training run sets it from the env (its priv_dim)
 
 
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
@@ -166,6 +173,9 @@ class SAC:
         if cfg.aux_weight < 0 or (cfg.aux_weight > 0 and (self.spec.image is None or cfg.n_step != 1 or cfg.aux_dim < 1)):
             raise ValueError(f"SAC setting aux_weight: invalid value {cfg.aux_weight}; allowed: 0, or > 0 with image observations, "
                              f"n_step=1 and an env that gives auxiliary targets (aux_dim >= 1, now {cfg.aux_dim})")
+        if cfg.privileged_critic and (self.spec.image is None or cfg.n_step != 1 or cfg.priv_dim < 1):
+            raise ValueError("SAC setting privileged_critic: invalid value True; allowed: false, or true with image observations, "
+                             f"n_step=1 and an env that gives privileged critic inputs (priv_dim >= 1, now {cfg.priv_dim})")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
@@ -175,7 +185,8 @@ class SAC:
         self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
         # The actor stays in eval mode (running batch-norm statistics) except for its own loss.
         self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
-        self.critic = TwinCritic(self.encoder.out_dim, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
+        critic_in = self.spec.state_dim + cfg.priv_dim if cfg.privileged_critic else self.encoder.out_dim
+        self.critic = TwinCritic(critic_in, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
         # Target networks only where the update reads them (CrossQ bootstraps from the critic itself).
         self._modules = ("encoder", "actor", "critic") + (() if cfg.crossq else ("target_encoder", "target_critic"))
@@ -216,12 +227,14 @@ class SAC:
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
-        # One Adam over all parameters, a learning rate per group; the encoder is in the critic's
-        # group because it learns through the critic loss (and step 5's, with its own Adam) only.
+        # One Adam over all parameters, a learning rate per group; the encoder is in the group of
+        # the loss it learns through (besides steps 5-7, with their own Adams): the critic's, or
+        # with a privileged critic the actor's.
+        encoder = list(self.encoder.parameters())
         self.optimizer = torch.optim.Adam(
             [
-                {"params": [*self.critic.parameters(), *self.encoder.parameters()], "lr": cfg.critic_lr},
-                {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
+                {"params": [*self.critic.parameters(), *([] if cfg.privileged_critic else encoder)], "lr": cfg.critic_lr},
+                {"params": [*self.actor.parameters(), *(encoder if cfg.privileged_critic else [])], "lr": cfg.actor_lr},
                 {"params": [self.log_alpha], "lr": cfg.alpha_lr},
             ],
             betas=(0.5, 0.999) if cfg.crossq else (0.9, 0.999),
@@ -277,7 +290,20 @@ class SAC:
         # with r the discounted reward sum and gamma^m in place of gamma for an m-step sample.
         # Q' is the target critic, or for CrossQ the critic itself, run on (s, a) and (s', a') in
         # one batch (gradient through the (s, a) half only).
-        if cfg.crossq:
+        if cfg.privileged_critic:
+            b = action.shape[0]
+            with torch.no_grad():
+                next_action, next_logp = self.actor.sample(self.encoder(next_obs))
+            crit_in = self._privileged(obs, batch["priv"])
+            next_in = self._privileged(next_obs, batch["next_priv"])
+            if cfg.crossq:
+                q, next_q = self.critic(torch.cat([crit_in, next_in]), torch.cat([action, next_action])).split(b, dim=1)
+                target_q = next_q.detach().min(0).values
+            else:
+                with torch.no_grad():
+                    target_q = self.target_critic(next_in, next_action).min(0).values
+                q = self.critic(crit_in, action)
+        elif cfg.crossq:
             b = action.shape[0]
             feat_both = self.encoder({k: torch.cat([obs[k], next_obs[k]]) for k in obs})
             feat = feat_both[:b]
@@ -297,13 +323,13 @@ class SAC:
 
         if self.updates % cfg.policy_delay == 0:
             # 2. Actor: minimise alpha * log pi(a|s) - min_i Q_i(s, a), a ~ pi(s). The features are
-            # detached (the encoder learns from the critic only) and the critic's weights are frozen
-            # (this loss must not train it).
-            feat = feat.detach()
+            # detached (the encoder learns from the critic only; with a privileged critic, from
+            # this loss) and the critic's weights are frozen (this loss must not train it).
+            feat = self.encoder(obs) if cfg.privileged_critic else feat.detach()
             self.actor.train()  # batch statistics, for batch norm
             pi_action, logp = self.actor.sample(feat)
             self.actor.eval()
-            q_pi = self.critic(feat, pi_action, frozen=True).min(0).values
+            q_pi = self.critic(crit_in if cfg.privileged_critic else feat, pi_action, frozen=True).min(0).values
             actor_loss = (alpha * logp - q_pi).mean()
 
             # 3. Temperature: the gradient on log alpha is -(log pi + target entropy).
@@ -364,6 +390,10 @@ class SAC:
             names.append("aux_loss")
             values.append(aux_loss.detach())
         return dict(zip(names, torch.stack(values).tolist()))
+
+    def _privileged(self, obs: dict[str, torch.Tensor], priv: torch.Tensor) -> torch.Tensor:
+        """A privileged critic's input (B, S + priv_dim): the state, then the privileged reading."""
+        return torch.cat([obs["state"], priv], dim=1) if self.spec.state_dim else priv
 
     # ---- saving -------------------------------------------------------------------------------
 

@@ -168,9 +168,10 @@ def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
         if args.relabel:
             print("robosac train: --relabel is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
             return 2
-        if args.sac_config.aux_weight:
-            print("robosac train: --sac aux_weight is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
-            return 2
+        for key in ("aux_weight", "privileged_critic"):
+            if getattr(args.sac_config, key):
+                print(f"robosac train: --sac {key} is not available with --cluster yet (single-machine runs only)", file=sys.stderr)
+                return 2
         if backend != "hardware":
             print("robosac train: --cluster runs robots on the hardware backend; drop --backend sim", file=sys.stderr)
             return 2
