@@ -295,20 +295,25 @@ def test_encoder_learns_from_the_critic_only():
     assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
 
 
+def _learn_bandit(agent: SAC, env: gym.Env, replay: Replay, steps: int, hook=lambda b: b) -> None:
+    """One-step episodes: 200 random actions, then the agent acts and updates once per step."""
+    obs, _ = env.reset(seed=0)
+    for step in range(steps):
+        action = env.action_space.sample() if step < 200 else agent.act(obs)
+        next_obs, reward, terminated, _, _ = env.step(action)
+        replay.add(obs, action, reward, next_obs, terminated)
+        obs, _ = env.reset()
+        if step >= 200:
+            agent.update(hook(replay.sample(64)))
+
+
 def test_pixel_sac_learns_a_bandit_seen_only_in_images():
     """The answer is only in the image, so the conv encoder must learn it through the critic."""
     env = ShadeBanditEnv()
     cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
     replay = Replay(agent.spec, 1, 2000, seed=0)
-    obs, _ = env.reset(seed=0)
-    for step in range(1200):
-        action = env.action_space.sample() if step < 200 else agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs, action, reward, next_obs, terminated)
-        obs, _ = env.reset()
-        if step >= 200:
-            agent.update(replay.sample(64))
+    _learn_bandit(agent, env, replay, 1200)
     errors = []
     for i in range(50):
         obs, _ = env.reset(seed=10_000 + i)
@@ -317,12 +322,13 @@ def test_pixel_sac_learns_a_bandit_seen_only_in_images():
     assert np.mean(errors) < 0.15, np.mean(errors)
 
 
-def _assert_restored_agent_updates_identically(agent: SAC, env: gym.Env, replay: Replay, tmp_path) -> None:
-    """Everything an update reads is saved: a restored agent makes a bit-identical next update."""
+def _assert_restored_agent_updates_identically(agent: SAC, env: gym.Env, replay: Replay, tmp_path, hook=lambda b: b) -> None:
+    """Everything an update reads is saved: a restored agent makes a bit-identical next update
+    (on a batch passed through ``hook``, as a run's batch hook adds what the env derives)."""
     save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
     clone = SAC(env.observation_space, env.action_space, agent.config, seed=1)
     clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
-    batch = replay.sample(32)
+    batch = hook(replay.sample(32))
     torch.manual_seed(3)
     s1 = agent.update(batch)
     torch.manual_seed(3)
@@ -558,14 +564,7 @@ def test_aux_head_teaches_the_encoder_to_read_an_angle(tmp_path):
             errors.append(abs(math.atan2(s, c) - env.target * math.pi / 2))
     assert np.mean(errors) < 0.1, np.mean(errors)
 
-    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
-    clone = SAC(env.observation_space, env.action_space, agent.config, seed=1)
-    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
-    batch = _with_shade_angle(replay.sample(32))
-    torch.manual_seed(3)
-    s1 = agent.update(batch)
-    torch.manual_seed(3)
-    assert clone.update(batch) == s1
+    _assert_restored_agent_updates_identically(agent, env, replay, tmp_path, _with_shade_angle)
 
     plain = SAC(env.observation_space, env.action_space, SACConfig(hidden=(32,), feature_dim=16), seed=0)
     assert plain.aux_head is None and "aux_loss" not in plain.update(replay.sample(8))
@@ -596,15 +595,9 @@ def test_privileged_critic_learns_from_the_reading_and_the_actor_from_the_image(
     agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
     assert agent.critic.layers[0].weight.shape[1] == 2 + 1 + 1  # state (2) + priv (1) + action (1): no image features
     replay = Replay(agent.spec, 1, 2000, seed=0)
-    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
     encoder_before = [p.clone() for p in agent.encoder.parameters()]
-    for step in range(1000):
-        action = env.action_space.sample() if step < 200 else agent.act(obs)
-        next_obs, reward, terminated, _, _ = env.step(action)
-        replay.add(obs, action, reward, next_obs, terminated)
-        obs, _ = env.reset()
-        if step >= 200:
-            agent.update(_with_shade_priv(replay.sample(64)))
+    _learn_bandit(agent, env, replay, 1500, _with_shade_priv)  # mean error 0.045-0.058 over 4 exploration seeds, both critics
     assert any(not torch.equal(a, b) for a, b in zip(encoder_before, agent.encoder.parameters()))
     errors = []
     for i in range(50):
@@ -612,14 +605,7 @@ def test_privileged_critic_learns_from_the_reading_and_the_actor_from_the_image(
         errors.append(abs(agent.act(obs, deterministic=True)[0] - env.target))
     assert np.mean(errors) < 0.15, np.mean(errors)  # always answering 0 would give 0.5
 
-    save_checkpoint({"agent": agent.state_dict()}, tmp_path / "ck.pt")
-    clone = SAC(env.observation_space, env.action_space, agent.config, seed=1)
-    clone.load_state_dict(load_checkpoint(tmp_path / "ck.pt")["agent"])
-    batch = _with_shade_priv(replay.sample(32))
-    torch.manual_seed(3)
-    s1 = agent.update(batch)
-    torch.manual_seed(3)
-    assert clone.update(batch) == s1
+    _assert_restored_agent_updates_identically(agent, env, replay, tmp_path, _with_shade_priv)
 
     with pytest.raises(ValueError, match="privileged_critic: invalid value True; allowed: false, or true with image observations"):
         SAC(STATE, ACT, SACConfig(privileged_critic=True, priv_dim=1))  # no images
