@@ -154,8 +154,10 @@ def train_async(
             relabel, extra = relabeler(cfg.relabel_fraction), dict(env.unwrapped.relabel_info)
         if aux_targets is not None or priv_inputs is not None:
             relabel = functools.partial(_with_env_inputs, aux_targets, priv_inputs, relabel)
-            extra.update(env.unwrapped.aux_info if aux_targets is not None else {})
-            extra.update(env.unwrapped.priv_info if priv_inputs is not None else {})
+            if aux_targets is not None:
+                extra.update(env.unwrapped.aux_info)
+            if priv_inputs is not None:
+                extra.update(env.unwrapped.priv_info)
         link = AsyncLearner(
             agent, env.observation_space, env.action_space, cfg.replay_capacity, ckpt, sac_cfg,
             LearnerConfig(batch_size=cfg.batch_size, learning_starts=cfg.learning_starts, max_updates_per_step=cfg.max_updates_per_step,

@@ -188,8 +188,10 @@ class SAC:
         critic_in = self.spec.state_dim + cfg.priv_dim if cfg.privileged_critic else self.encoder.out_dim
         self.critic = TwinCritic(critic_in, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
-        # Target networks only where the update reads them (CrossQ bootstraps from the critic itself).
-        self._modules = ("encoder", "actor", "critic") + (() if cfg.crossq else ("target_encoder", "target_critic"))
+        # Target networks only where the update reads them (CrossQ bootstraps from the critic itself;
+        # a privileged critic reads no image features, so it needs no target encoder).
+        targets = () if cfg.crossq else ("target_critic",) if cfg.privileged_critic else ("target_encoder", "target_critic")
+        self._modules = ("encoder", "actor", "critic") + targets
         self._optimizers: tuple[str, ...] = ("optimizer",)
         self.decoder = None
         if cfg.recon_weight > 0:
@@ -218,12 +220,14 @@ class SAC:
                                                   fused=self.device.type in ("cpu", "cuda"))
             self._optimizers += ("aux_optimizer",)
         if not cfg.crossq:
-            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
             self._critic_params = list(self.critic.parameters())
             self._target_critic_params = list(self.target_critic.parameters())
-            self._encoder_params = list(self.encoder.parameters())
-            self._target_encoder_params = list(self.target_encoder.parameters())
+            self._encoder_params: list[torch.nn.Parameter] = []
+            if "target_encoder" in targets:
+                self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+                self._encoder_params = list(self.encoder.parameters())
+                self._target_encoder_params = list(self.target_encoder.parameters())
         self.log_alpha = torch.tensor(np.log(cfg.init_alpha), dtype=torch.float32, device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
 
