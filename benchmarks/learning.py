@@ -33,6 +33,8 @@ too). Three learners per seed, each its own subprocess, one after the other:
     .venv/bin/python benchmarks/learning.py --task quadruped --seeds 0 1 2
     .venv/bin/python benchmarks/learning.py --task claw_pixels --seeds 0 --skip-sb3 --keep-runs DIR
     .venv/bin/python benchmarks/learning.py --task claw_pixels --seeds 0 --sb3-only --sb3-variants sb3_tuned --out F.json
+    (add --sb3-dir DIR to checkpoint each SB3 run every 10 000 steps and on SIGTERM, and to resume
+    it when the same command is run again: a pixel SB3 run takes ~2.4 h here)
 
 Writes benchmarks/results/<task>_state.json (claw_pixels: claw_pixels.json) and .png
 (training-episode returns, all runs).
@@ -108,10 +110,11 @@ TASKS = {
 }
 
 _SB3_CHILD = r"""
-import json, sys, time
+import json, os, shutil, signal, sys, time
 import numpy as np, gymnasium as gym, torch
 import robosac
 from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
@@ -148,11 +151,64 @@ if kwargs.get("n_steps", 1) > 1 or algo is not SAC:  # SB3's n-step buffer (and 
 env = Monitor(env)
 if isinstance(env.observation_space, gym.spaces.Dict) and any(len(s.shape) == 3 for s in env.observation_space.spaces.values()):
     kwargs["policy_kwargs"] = {"features_extractor_class": SmallCNN, **kwargs.get("policy_kwargs", {})}
-model = algo(policy, env, seed=seed, verbose=0, **kwargs)
+
+# A resumable run (argv[8], a directory): model, replay buffer and progress are written together
+# every CHECKPOINT_EVERY steps and on SIGTERM (which this child also gets when the benchmark dies),
+# into DIR/next, then swapped in for DIR/ckpt, so a kill at any moment leaves one whole checkpoint.
+# A resumed run starts a fresh episode; the optimizer state and the buffer carry over, RNG state does not.
+CHECKPOINT_EVERY = 10_000
+ckpt_root = sys.argv[8] if len(sys.argv) > 8 else ""
+progress, model = {"curve": [], "train_wall_s": 0.0}, None
+for found in ("ckpt", "old"):  # "old": a kill between the two renames of a swap
+    path = os.path.join(ckpt_root, found) if ckpt_root else ""
+    if path and os.path.exists(os.path.join(path, "progress.json")):
+        model = algo.load(os.path.join(path, "model.zip"), env=env)
+        model.load_replay_buffer(os.path.join(path, "replay.pkl"))
+        progress = json.load(open(os.path.join(path, "progress.json")))
+        print(f"resumed from {path} at {model.num_timesteps} steps", file=sys.stderr, flush=True)
+        break
+if model is None:
+    model = algo(policy, env, seed=seed, verbose=0, **kwargs)
+earlier_wall = progress["train_wall_s"]  # training time of the processes this run resumed from
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
 t0 = time.monotonic()
-model.learn(total_timesteps=steps)
-wall = time.monotonic() - t0
-curve = list(zip(np.cumsum(env.get_episode_lengths()).tolist(), env.get_episode_rewards()))
+
+
+def save_checkpoint():
+    nxt, cur, old = (os.path.join(ckpt_root, n) for n in ("next", "ckpt", "old"))
+    shutil.rmtree(nxt, ignore_errors=True)
+    os.makedirs(nxt)
+    model.save(os.path.join(nxt, "model.zip"))
+    model.save_replay_buffer(os.path.join(nxt, "replay.pkl"))
+    done = {**progress, "train_wall_s": progress["train_wall_s"] + time.monotonic() - t0, "steps": model.num_timesteps}
+    with open(os.path.join(nxt, "progress.json"), "w") as f:
+        json.dump(done, f)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(cur):
+        os.replace(cur, old)
+    os.replace(nxt, cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Progress(BaseCallback):
+    def _on_step(self):
+        for info in self.locals["infos"]:
+            if "episode" in info:  # Monitor's summary at an episode's end
+                progress["curve"].append((self.num_timesteps, float(info["episode"]["r"])))
+        if ckpt_root and (stop or self.num_timesteps % CHECKPOINT_EVERY == 0):
+            save_checkpoint()
+        return not stop
+
+
+model.learn(total_timesteps=steps - model.num_timesteps, callback=Progress(), reset_num_timesteps=False)
+if stop:
+    print(f"interrupted at {model.num_timesteps} steps", file=sys.stderr, flush=True)
+    sys.exit(3)
+wall = progress["train_wall_s"] + time.monotonic() - t0
+curve = progress["curve"]
 returns, successes, scores, terminated = [], [], [], []
 for i in range(episodes):
     obs, _ = env.reset(seed=10_000 + seed * 100 + i)
@@ -167,7 +223,7 @@ for i in range(episodes):
     scores.append(float(info["score"]))
     terminated.append(bool(term))
 print(json.dumps({"eval_return_mean": float(np.mean(returns)), "success_rate": float(np.mean(successes)), "scores": scores,
-                  "terminated": terminated, "train_wall_s": wall, "curve": curve}))
+                  "terminated": terminated, "train_wall_s": wall, "earlier_wall_s": earlier_wall, "curve": curve}))
 """
 
 
@@ -194,18 +250,26 @@ def run_robosac(task: dict, seed: int, keep: str | None) -> dict:
             "training_episodes": len(curve), "episodes_ended_by_safety_stop": stops, "curve": curve}
 
 
-def run_sb3(task: dict, seed: int, kwargs: dict, threads: int) -> dict:
+def run_sb3(task: dict, seed: int, kwargs: dict, threads: int, ckpt_dir: str = "") -> dict:
+    """One SB3 run in a child process; with ``ckpt_dir`` it checkpoints there and resumes from there."""
     # A buffer as long as the run evicts nothing, as SB3's default 1e6 does not at these budgets, but
     # fits in memory with pixels (1e6 stacked 64x64 frames would be 34 GiB).
     kwargs = {"buffer_size": task["steps"], **kwargs}
+    if ckpt_dir:
+        os.makedirs(ckpt_dir, exist_ok=True)
     t0 = time.monotonic()
     proc = run_tied([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
-                       json.dumps(kwargs), str(threads), json.dumps({"pixels": bool(task.get("pixels")), **task.get("env_kwargs", {})})])
+                       json.dumps(kwargs), str(threads), json.dumps({"pixels": bool(task.get("pixels")), **task.get("env_kwargs", {})}),
+                       ckpt_dir])
+    if proc.returncode == 3:
+        raise RuntimeError(f"SB3 run interrupted, checkpoint in {ckpt_dir or '(none: no --sb3-dir)'}; "
+                           f"rerun the same command to resume: {proc.stderr[-500:]}")
     if proc.returncode != 0:
         raise RuntimeError(f"SB3 run failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     s["terminated_rate"] = sum(s["terminated"]) / len(s["terminated"])
-    return {**s, "run_wall_s": time.monotonic() - t0}
+    # A resumed run's wall time: this process's, plus the training time of those before it.
+    return {**s, "run_wall_s": time.monotonic() - t0 + s.pop("earlier_wall_s")}
 
 
 def walk_speed(run: dict, episode_s: float) -> float:
@@ -252,6 +316,9 @@ def main() -> int:
                     help="which SB3 variants to run (default all the task has)")
     ap.add_argument("--sb3-threads", type=int, default=1,
                     help="SB3's torch threads (default 1, as robosac's learner: 2 OpenMP threads spin against any other load on 2 cores)")
+    ap.add_argument("--sb3-dir", default=None, metavar="DIR",
+                    help="checkpoint each SB3 run in DIR/<variant>/seed<N> every 10 000 steps and when stopped (SIGTERM), "
+                         "and resume it from there when the same command is run again")
     ap.add_argument("--keep-runs", default=None, metavar="DIR",
                     help="keep robosac's run directories as DIR/seed<N> (e.g. for `robosac eval DIR/seed0 --twin`)")
     args = ap.parse_args()
@@ -271,7 +338,8 @@ def main() -> int:
                  **{lib: {} for lib in libs}}
     for seed in args.seeds:
         for lib in libs:
-            r = run_robosac(task, seed, args.keep_runs) if lib == "robosac" else run_sb3(task, seed, variants[lib], args.sb3_threads)
+            r = run_robosac(task, seed, args.keep_runs) if lib == "robosac" else run_sb3(
+                task, seed, variants[lib], args.sb3_threads, os.path.join(args.sb3_dir, lib, f"seed{seed}") if args.sb3_dir else "")
             if args.task == "quadruped":
                 r["walk_speed_m_s"] = walk_speed(r, task["episode_s"])
             res[lib][seed] = r
