@@ -13,7 +13,6 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation, TimeLimit
 
 from robosac.persist import CheckpointError, load_checkpoint, save_checkpoint
-from robosac.runtime.shared import actor_state, load_actor_state
 from robosac.sac.networks import Actor, PixelEncoder
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig, random_shift
@@ -612,48 +611,4 @@ def test_privileged_critic_learns_from_the_reading_and_the_actor_from_the_image(
         SAC(STATE, ACT, SACConfig(privileged_critic=True, priv_dim=1))  # no images
     for bad in (SACConfig(privileged_critic=True), SACConfig(privileged_critic=True, priv_dim=1, n_step=3)):
         with pytest.raises(ValueError, match="privileged_critic: invalid value True"):
-            SAC(env.observation_space, env.action_space, bad)
-
-
-@pytest.mark.parametrize("crossq", [True, False])
-def test_aux_input_gives_the_actor_and_critics_the_heads_estimate(tmp_path, crossq):
-    """aux_input: the actor and the critics read the image features, the state and the aux head's
-    estimate from them (detached, so only the aux loss shapes the head). The policy learns the
-    bandit, the control loop's copy acts as the learner's, and a restored agent updates alike."""
-    env = ShadeBanditEnv(with_state=True)
-    cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3,
-                    alpha_lr=1e-3, crossq=crossq, aux_weight=1.0, aux_dim=2, aux_input=True)
-    agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
-    width = agent.encoder.out_dim + 2
-    actor_in = next(m for m in agent.actor.net if isinstance(m, torch.nn.Linear)).in_features
-    assert actor_in == width and agent.critic.layers[0].weight.shape[1] == width + 1  # + the action
-    replay = Replay(agent.spec, 1, 2000, seed=0)
-    env.action_space.seed(0)
-    _learn_bandit(agent, env, replay, 1200, _with_shade_angle)
-
-    obs = agent.obs_to_torch(env.reset(seed=7)[0])
-    feat = agent.features(obs)
-    assert torch.equal(feat[:, -2:], agent.aux_head(agent.encoder(obs)))
-    c, s = feat[0, -2:].tolist()
-    assert abs(math.atan2(s, c) - env.target * math.pi / 2) < 0.15  # the head reads the shade's angle
-    for p in agent.aux_head.parameters():
-        p.grad = None
-    feat.sum().backward()
-    assert all(p.grad is None for p in agent.aux_head.parameters())
-    errors = []
-    for i in range(50):
-        o, _ = env.reset(seed=10_000 + i)
-        errors.append(abs(agent.act(o, deterministic=True)[0] - env.target))
-    assert np.mean(errors) < 0.15, np.mean(errors)  # always answering 0 would give 0.5
-
-    state = actor_state(agent)
-    assert any(k.startswith("aux_head.") for k in state)
-    collector = SAC(env.observation_space, env.action_space, cfg, seed=5)
-    load_actor_state(collector, state)
-    o, _ = env.reset(seed=3)
-    assert np.array_equal(collector.act(o, deterministic=True), agent.act(o, deterministic=True))
-    _assert_restored_agent_updates_identically(agent, env, replay, tmp_path, _with_shade_angle)
-
-    for bad in (SACConfig(aux_input=True), SACConfig(aux_input=True, aux_weight=1.0, aux_dim=2, privileged_critic=True, priv_dim=1)):
-        with pytest.raises(ValueError, match="aux_input: invalid value True; allowed: false, or true with aux_weight > 0"):
             SAC(env.observation_space, env.action_space, bad)

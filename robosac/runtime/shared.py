@@ -244,18 +244,17 @@ class SharedReplay:
 
 
 def actor_state(agent) -> dict[str, torch.Tensor]:
-    """What acting needs from a SAC agent (its ``acting_modules``: encoder, actor, and the aux head
-    when the actor reads it): parameters and buffers, prefixed keys."""
+    """What acting needs from a SAC agent: encoder + actor parameters/buffers, prefixed keys."""
     out: dict[str, torch.Tensor] = {}
-    for mod in agent.acting_modules:
+    for mod in ("encoder", "actor"):
         for k, v in getattr(agent, mod).state_dict().items():
             out[f"{mod}.{k}"] = v
     return out
 
 
 def load_actor_state(agent, state: Mapping[str, torch.Tensor]) -> None:
-    """Inverse of :func:`actor_state`: load published weights into a SAC agent's acting modules."""
-    for mod in agent.acting_modules:
+    """Inverse of :func:`actor_state`: load published weights into a SAC agent's encoder + actor."""
+    for mod in ("encoder", "actor"):
         sub = {k[len(mod) + 1 :]: v for k, v in state.items() if k.startswith(mod + ".")}
         getattr(agent, mod).load_state_dict(sub)
 

@@ -23,8 +23,6 @@ with its own Adam; with ``aux_weight`` > 0 also through a head that predicts ``b
 (B, ``aux_dim``), what the robot's own sensors read when the transition ended (the claw: cos and
 sin of the valve angle, which the reward is computed from anyway), from the same features. The
 policy and the critics never take those targets as input: they act from the image and the state.
-With ``aux_input`` the actor and the critics also take that head's reading of the observation
-(detached): an estimate made from the image, appended to the image features and the state.
 CrossQ (``crossq=True``; Bhatt et al., ICLR 2024): batch renormalisation in the actor and the
 critics and no target critics; step 1 takes its target from the critic itself, with (s, a) and
 (s', a') in one batch so both halves are normalised with the same statistics; the actor and the
@@ -72,7 +70,6 @@ class SACConfig:
     reward_head: bool = False  # predict r from the next observation's features, a loss on the encoder (images, n_step 1)
     aux_weight: float = 0.0  # weight of the loss predicting batch["aux"] from the next observation's features (images; 0: none)
     aux_dim: int = 0  # size of batch["aux"] per row; a training run sets it from the env (its aux_dim)
-    aux_input: bool = False  # the actor and critics also take the aux head's (detached) estimate from the image
     privileged_critic: bool = False  # critics on the state + batch["priv"], not the images (see the module docstring)
     priv_dim: int = 0  # size of batch["priv"] per row; a training run sets it from the env (its priv_dim)
 
@@ -176,9 +173,6 @@ class SAC:
         if cfg.aux_weight < 0 or (cfg.aux_weight > 0 and (self.spec.image is None or cfg.n_step != 1 or cfg.aux_dim < 1)):
             raise ValueError(f"SAC setting aux_weight: invalid value {cfg.aux_weight}; allowed: 0, or > 0 with image observations, "
                              f"n_step=1 and an env that gives auxiliary targets (aux_dim >= 1, now {cfg.aux_dim})")
-        if cfg.aux_input and (cfg.aux_weight <= 0 or cfg.privileged_critic):
-            raise ValueError("SAC setting aux_input: invalid value True; allowed: false, or true with aux_weight > 0 "
-                             "and privileged_critic=false")
         if cfg.privileged_critic and (self.spec.image is None or cfg.n_step != 1 or cfg.priv_dim < 1):
             raise ValueError("SAC setting privileged_critic: invalid value True; allowed: false, or true with image observations, "
                              f"n_step=1 and an env that gives privileged critic inputs (priv_dim >= 1, now {cfg.priv_dim})")
@@ -189,10 +183,9 @@ class SAC:
         self.action_half_range = torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32, device=self.device)
 
         self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
-        feat_dim = self.encoder.out_dim + (cfg.aux_dim if cfg.aux_input else 0)
         # The actor stays in eval mode (running batch-norm statistics) except for its own loss.
-        self.actor = Actor(feat_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
-        critic_in = self.spec.state_dim + cfg.priv_dim if cfg.privileged_critic else feat_dim
+        self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
+        critic_in = self.spec.state_dim + cfg.priv_dim if cfg.privileged_critic else self.encoder.out_dim
         self.critic = TwinCritic(critic_in, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
         # Target networks only where the update reads them (CrossQ bootstraps from the critic itself;
@@ -251,8 +244,6 @@ class SAC:
             betas=(0.5, 0.999) if cfg.crossq else (0.9, 0.999),
             fused=self.device.type in ("cpu", "cuda"),
         )
-        # What acting needs (the control loop's copy of the agent is published these).
-        self.acting_modules = ("encoder", "actor") + (("aux_head",) if cfg.aux_input else ())
         self.updates = 0
         self._actor_stats = torch.zeros(3, device=self.device)  # actor loss, alpha loss, entropy of the last actor update
 
@@ -269,18 +260,9 @@ class SAC:
     @torch.inference_mode()
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
         """Action (A,) in env units for one observation as the env emits it."""
-        feat = self.features(self.obs_to_torch(obs))
+        feat = self.encoder(self.obs_to_torch(obs))
         a = self.actor.mode(feat) if deterministic else self.actor.sample(feat)[0]
         return (self.action_center + self.action_half_range * a)[0].cpu().numpy()
-
-    def features(self, obs: dict[str, torch.Tensor], encoder: torch.nn.Module | None = None) -> torch.Tensor:
-        """What the actor and the critics read (B, F): the encoder's output (image features, then the
-        state), with ``aux_input`` followed by the aux head's estimate from it (B, aux_dim), detached
-        so that only step 7 trains the head."""
-        feat = (encoder or self.encoder)(obs)
-        if not self.config.aux_input:
-            return feat
-        return torch.cat([feat, self.aux_head(feat).detach()], dim=1)
 
     # ---- learning -----------------------------------------------------------------------------
 
@@ -327,7 +309,7 @@ class SAC:
                 q = self.critic(crit_in, action)
         elif cfg.crossq:
             b = action.shape[0]
-            feat_both = self.features({k: torch.cat([obs[k], next_obs[k]]) for k in obs})
+            feat_both = self.encoder({k: torch.cat([obs[k], next_obs[k]]) for k in obs})
             feat = feat_both[:b]
             with torch.no_grad():
                 next_action, next_logp = self.actor.sample(feat_both[b:])
@@ -335,9 +317,9 @@ class SAC:
             target_q = next_q.detach().min(0).values
         else:
             with torch.inference_mode():
-                next_action, next_logp = self.actor.sample(self.features(next_obs))
-                target_q = self.target_critic(self.features(next_obs, self.target_encoder), next_action).min(0).values
-            feat = self.features(obs)
+                next_action, next_logp = self.actor.sample(self.encoder(next_obs))
+                target_q = self.target_critic(self.target_encoder(next_obs), next_action).min(0).values
+            feat = self.encoder(obs)
             q = self.critic(feat, action)  # (2, B)
         y = reward + discount * not_done * (target_q - alpha * next_logp)
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
