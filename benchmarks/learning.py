@@ -159,9 +159,9 @@ if isinstance(env.observation_space, gym.spaces.Dict) and any(len(s.shape) == 3 
 CHECKPOINT_EVERY = 10_000
 ckpt_root = sys.argv[8] if len(sys.argv) > 8 else ""
 progress, model = {"curve": [], "train_wall_s": 0.0}, None
-for found in ("ckpt", "old"):  # "old": a kill between the two renames of a swap
-    path = os.path.join(ckpt_root, found) if ckpt_root else ""
-    if path and os.path.exists(os.path.join(path, "progress.json")):
+for found in ("ckpt", "old") if ckpt_root else ():  # "old": a kill between the two renames of a swap
+    path = os.path.join(ckpt_root, found)
+    if os.path.exists(os.path.join(path, "progress.json")):
         model = algo.load(os.path.join(path, "model.zip"), env=env)
         model.load_replay_buffer(os.path.join(path, "replay.pkl"))
         progress = json.load(open(os.path.join(path, "progress.json")))
@@ -181,7 +181,7 @@ def save_checkpoint():
     os.makedirs(nxt)
     model.save(os.path.join(nxt, "model.zip"))
     model.save_replay_buffer(os.path.join(nxt, "replay.pkl"))
-    done = {**progress, "train_wall_s": progress["train_wall_s"] + time.monotonic() - t0, "steps": model.num_timesteps}
+    done = {**progress, "train_wall_s": earlier_wall + time.monotonic() - t0, "steps": model.num_timesteps}
     with open(os.path.join(nxt, "progress.json"), "w") as f:
         json.dump(done, f)
         f.flush()
@@ -207,7 +207,7 @@ model.learn(total_timesteps=steps - model.num_timesteps, callback=Progress(), re
 if stop:
     print(f"interrupted at {model.num_timesteps} steps", file=sys.stderr, flush=True)
     sys.exit(3)
-wall = progress["train_wall_s"] + time.monotonic() - t0
+wall = earlier_wall + time.monotonic() - t0
 curve = progress["curve"]
 returns, successes, scores, terminated = [], [], [], []
 for i in range(episodes):
@@ -255,8 +255,6 @@ def run_sb3(task: dict, seed: int, kwargs: dict, threads: int, ckpt_dir: str = "
     # A buffer as long as the run evicts nothing, as SB3's default 1e6 does not at these budgets, but
     # fits in memory with pixels (1e6 stacked 64x64 frames would be 34 GiB).
     kwargs = {"buffer_size": task["steps"], **kwargs}
-    if ckpt_dir:
-        os.makedirs(ckpt_dir, exist_ok=True)
     t0 = time.monotonic()
     proc = run_tied([sys.executable, "-c", _SB3_CHILD, task["env_id"], str(task["steps"]), str(seed), str(task["eval_episodes"]),
                        json.dumps(kwargs), str(threads), json.dumps({"pixels": bool(task.get("pixels")), **task.get("env_kwargs", {})}),
