@@ -4,7 +4,8 @@
 
 Prints one JSON object; the figures behind the image setting chosen in robosac/sac/bench.py, and
 (`pixel_claw_recipes_updates_per_s`) behind the pixel claw's settings in benchmarks/learning.py: 3 frames stacked,
-plain SAC and CrossQ (policy delay 3) at 32x32, 48x48 and 64x64.
+plain SAC and CrossQ (policy delay 3) at 32x32, 48x48 and 64x64, and the whole recipe (with its
+reconstruction loss and reward head) at batch 128 and 256.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ RECIPES = {  # name: (image px, batch, SACConfig)
     "crossq256_32_b128": (32, 128, SACConfig(crossq=True, policy_delay=3, shift_pad=2)),
     "crossq512_48_b128": (48, 128, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512))),
     "crossq512_32_b128": (32, 128, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512), shift_pad=2)),
+    # The pixel claw's recipe as benchmarks/learning.py runs it: with the reconstruction loss and the reward head.
+    "recipe_b128": (32, 128, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512), shift_pad=2, recon_weight=1.0, reward_head=True)),
+    "recipe_b256": (32, 256, SACConfig(crossq=True, policy_delay=3, hidden=(512, 512), shift_pad=2, recon_weight=1.0, reward_head=True)),
 }
 
 

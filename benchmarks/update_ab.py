@@ -7,6 +7,11 @@ modules of their own; everything else (spaces, replay, perf settings) is this ch
 
     .venv/bin/python benchmarks/update_ab.py --against HEAD~1 [--pixels] [--rounds 8] [--updates 8]
 
+Other settings: --image SIZE,STACK (e.g. 32,3), --batch N, --sac KEY=VALUE (repeatable, both
+versions). The pixel claw's recipe at batch 256:
+    --image 32,3 --batch 256 --sac crossq=true --sac policy_delay=3 --sac hidden=512,512 --sac shift_pad=2
+    --sac recon_weight=1 --sac reward_head=true
+
 Prints one JSON object.
 """
 
@@ -45,7 +50,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=8, help="updates per version per round")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--image", help="SIZE,STACK: square RGB frames, STACK of them (overrides --pixels' 64,1)")
+    parser.add_argument("--batch", type=int, help="batch size (default 128 with images, 256 without)")
+    parser.add_argument("--sac", action="append", default=[], metavar="KEY=VALUE", help="a SAC setting for both versions")
     args = parser.parse_args()
+    image = tuple(int(v) for v in args.image.split(",")) if args.image else (64, 1) if args.pixels else None
 
     from robosac.sac import sac as new
     from robosac.sac.bench import ACT_DIM, _spaces
@@ -54,13 +63,13 @@ def main() -> None:
 
     tune_learner_process()
     torch.set_num_threads(args.threads)
-    batch = 128 if args.pixels else 256
+    batch = args.batch or (128 if image else 256)
     with tempfile.TemporaryDirectory() as tmp:
         old = load_revision(args.against, Path(tmp))
-        obs_space, act_space = _spaces((64, 1) if args.pixels else None)
+        obs_space, act_space = _spaces(image)
         obs_space.seed(0)
-        agents = {"this": new.SAC(obs_space, act_space, new.SACConfig(), seed=0),
-                  args.against: old.SAC(obs_space, act_space, old.SACConfig(), seed=0)}
+        agents = {"this": new.SAC(obs_space, act_space, new.sac_config_from(args.sac), seed=0),
+                  args.against: old.SAC(obs_space, act_space, old.sac_config_from(args.sac), seed=0)}
         replay = Replay(agents["this"].spec, ACT_DIM, 500, seed=0)
         rng = np.random.default_rng(0)
         for _ in range(500):
@@ -77,7 +86,7 @@ def main() -> None:
                 rates[name].append(args.updates / (time.perf_counter() - t0))
     ratios = [a / b for a, b in zip(rates["this"], rates[args.against])]
     print(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "against": args.against, "pixels": args.pixels, "batch": batch, "threads": args.threads,
+        "date": time.strftime("%Y-%m-%d"), "against": args.against, "image": image, "sac": args.sac, "batch": batch, "threads": args.threads,
         "this_updates_per_s_median": statistics.median(rates["this"]),
         "against_updates_per_s_median": statistics.median(rates[args.against]),
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),

@@ -9,11 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation, TimeLimit
 
 from robosac.persist import CheckpointError, load_checkpoint, save_checkpoint
-from robosac.sac.networks import Actor, PixelEncoder
+from robosac.sac.networks import Actor, PixelDecoder, PixelEncoder
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig, random_shift
 from robosac.sac.spaces import UnsupportedSpaceError, parse_obs_space
@@ -307,10 +308,13 @@ def _learn_bandit(agent: SAC, env: gym.Env, replay: Replay, steps: int, hook=lam
             agent.update(hook(replay.sample(64)))
 
 
-def test_pixel_sac_learns_a_bandit_seen_only_in_images():
-    """The answer is only in the image, so the conv encoder must learn it through the critic."""
+@pytest.mark.parametrize("crossq", [False, True])
+def test_pixel_sac_learns_a_bandit_seen_only_in_images(crossq):
+    """The answer is only in the image, so the conv encoder must learn it through the critic
+    (for CrossQ, from the pass over s and s' joined)."""
     env = ShadeBanditEnv()
-    cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+    cfg = SACConfig(hidden=(64, 64), feature_dim=16, conv_channels=(8, 16, 16), shift_pad=2, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
+                    crossq=crossq)
     agent = SAC(env.observation_space, env.action_space, cfg, seed=0)
     replay = Replay(agent.spec, 1, 2000, seed=0)
     _learn_bandit(agent, env, replay, 1200)
@@ -333,6 +337,24 @@ def _assert_restored_agent_updates_identically(agent: SAC, env: gym.Env, replay:
     s1 = agent.update(batch)
     torch.manual_seed(3)
     assert clone.update(batch) == s1
+
+
+def test_pixel_decoder_gives_the_encoders_input_shape_channels_last():
+    """The decoder's images are (B, C, H, W) like the encoder's input, odd sizes included, and
+    channels-last like the shifted frames it is compared with; the layout changes only the speed:
+    the same layers on channels-first activations give the same images."""
+    torch.manual_seed(0)
+    for size in (32, 33, 64):
+        dec = PixelDecoder((9, size, size), feature_dim=16)
+        feat = torch.randn(4, 16)
+        out = dec(feat)
+        assert out.shape == (4, 9, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+        expected = dec.deconvs(torch.relu(dec.fc(feat)).view(-1, *dec.maps))
+        assert expected.is_contiguous()
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        # Weights, and so their gradients and Adam's moments, stay in one layout (channels-first).
+        F.mse_loss(out, torch.zeros_like(out)).backward()
+        assert all(p.is_contiguous() and p.grad.is_contiguous() for p in dec.parameters())
 
 
 def test_reconstruction_teaches_the_encoder_what_the_critic_does_not(tmp_path):

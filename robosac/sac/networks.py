@@ -56,7 +56,7 @@ class BatchRenorm(nn.Module):
         if not (self.training if batch_stats is None else batch_stats):
             x_hat = (x - self.running_mean.unsqueeze(-2)) * torch.rsqrt(self.running_var.unsqueeze(-2) + self.eps)
             return x_hat * weight.unsqueeze(-2) + bias.unsqueeze(-2)
-        mean, var = x.mean(-2), x.var(-2, unbiased=False)
+        var, mean = torch.var_mean(x, -2, unbiased=False)
         std = (var + self.eps).sqrt()
         x_hat = (x - mean.unsqueeze(-2)) / std.unsqueeze(-2)
         with torch.no_grad():  # r and d carry no gradient
@@ -137,7 +137,13 @@ class PixelDecoder(nn.Module):
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.fc(feat)).view(-1, *self.maps)
+        """Images (B, C, H, W), channels-last like the shifted frames they are compared with.
+
+        Channels-last activations take oneDNN's faster kernels (BENCHMARKS.md); the weights stay
+        channels-first, so the gradients, Adam's moments and checkpoints keep one layout (fused
+        Adam reads a channels-last weight's moments in the wrong order if those are channels-first).
+        """
+        x = F.relu(self.fc(feat)).view(-1, *self.maps).contiguous(memory_format=torch.channels_last)
         return self.deconvs(x)
 
 

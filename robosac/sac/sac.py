@@ -282,9 +282,14 @@ class SAC:
         """
         cfg = self.config
         obs, next_obs = batch["obs"], batch["next_obs"]
-        if "pixels" in obs:
-            obs = {**obs, "pixels": random_shift(obs["pixels"], cfg.shift_pad)}
-            next_obs = {**next_obs, "pixels": random_shift(next_obs["pixels"], cfg.shift_pad)}
+        # s and s' as one batch (2B, ...): the frames are shifted in one call, on uint8 (a quarter
+        # of the bytes of floats to join), and CrossQ's critic pass reads the joined batch as it is.
+        both_obs = {k: torch.cat([obs[k], next_obs[k]]) for k in obs}
+        if "pixels" in both_obs:
+            b = obs["pixels"].shape[0]
+            both_obs["pixels"] = random_shift(both_obs["pixels"], cfg.shift_pad)
+            obs = {**obs, "pixels": both_obs["pixels"][:b]}
+            next_obs = {**next_obs, "pixels": both_obs["pixels"][b:]}
         action = (batch["action"] - self.action_center) / self.action_half_range  # back to [-1, 1]
         reward, not_done = batch["reward"], 1.0 - batch["terminated"]
         discount = batch.get("discount", cfg.gamma)  # gamma^m for an m-step sample (n_step > 1)
@@ -309,7 +314,7 @@ class SAC:
                 q = self.critic(crit_in, action)
         elif cfg.crossq:
             b = action.shape[0]
-            feat_both = self.encoder({k: torch.cat([obs[k], next_obs[k]]) for k in obs})
+            feat_both = self.encoder(both_obs)
             feat = feat_both[:b]
             with torch.no_grad():
                 next_action, next_logp = self.actor.sample(feat_both[b:])
