@@ -323,7 +323,7 @@ def test_pixel_sac_learns_a_bandit_seen_only_in_images(crossq):
         obs, _ = env.reset(seed=10_000 + i)
         errors.append(abs(agent.act(obs, deterministic=True)[0] - env.target))
     # Always answering 0 would give a mean error of 0.5. CrossQ answers less precisely at this
-    # budget: 0.12-0.16 over five runs (threads make runs differ), SAC 0.07.
+    # budget: 0.12-0.16 over four runs (threads make runs differ), SAC 0.07.
     assert np.mean(errors) < (0.2 if crossq else 0.15), np.mean(errors)
 
 
