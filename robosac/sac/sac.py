@@ -282,11 +282,11 @@ class SAC:
         """
         cfg = self.config
         obs, next_obs = batch["obs"], batch["next_obs"]
+        b = batch["action"].shape[0]
         # s and s' as one batch (2B, ...): the frames are shifted in one call, on uint8 (a quarter
         # of the bytes of floats to join), and CrossQ's critic pass reads the joined batch as it is.
         both_obs = {k: torch.cat([obs[k], next_obs[k]]) for k in obs}
         if "pixels" in both_obs:
-            b = obs["pixels"].shape[0]
             both_obs["pixels"] = random_shift(both_obs["pixels"], cfg.shift_pad)
             obs = {**obs, "pixels": both_obs["pixels"][:b]}
             next_obs = {**next_obs, "pixels": both_obs["pixels"][b:]}
@@ -300,7 +300,6 @@ class SAC:
         # Q' is the target critic, or for CrossQ the critic itself, run on (s, a) and (s', a') in
         # one batch (gradient through the (s, a) half only).
         if cfg.privileged_critic:
-            b = action.shape[0]
             with torch.no_grad():
                 next_action, next_logp = self.actor.sample(self.encoder(next_obs))
             crit_in = self._privileged(obs, batch["priv"])
@@ -313,7 +312,6 @@ class SAC:
                     target_q = self.target_critic(next_in, next_action).min(0).values
                 q = self.critic(crit_in, action)
         elif cfg.crossq:
-            b = action.shape[0]
             feat_both = self.encoder(both_obs)
             feat = feat_both[:b]
             with torch.no_grad():
