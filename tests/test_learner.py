@@ -222,6 +222,50 @@ def test_weight_store_never_returns_a_torn_copy():
     assert _unlinked(store.name)
 
 
+def _publish_forever(name: str) -> None:
+    """A learner's publishing loop, to be SIGKILLed at a random point (runs in a forked child)."""
+    store = WeightStore.attach(name)
+    state = {"a": torch.from_numpy(np.full((1024, 1024), -1.0, np.float32)), "b": torch.from_numpy(np.full(3, -1.0, np.float32))}
+    while True:
+        store.publish(state)
+
+
+def test_a_writer_killed_mid_publish_leaves_the_store_readable_for_the_next_one():
+    """A learner SIGKILLed while it copies weights in leaves that slot's seqlock odd. The restarted
+    learner's publishes must still be readable, each one (the collector gave up on a store whose
+    latest slot stayed odd, and its run ended: seen in the suite, session 40)."""
+    import multiprocessing as mp
+
+    template = {"a": torch.zeros(1024, 1024), "b": torch.zeros(3)}  # 4 MB: a kill most likely lands mid-copy
+    store = WeightStore.create(template)
+    reader = WeightStore.attach(store.name)
+    rng = np.random.default_rng(0)
+    mid_write_kills = 0
+    try:
+        for _ in range(20):
+            child = mp.get_context("fork").Process(target=_publish_forever, args=(store.name,), daemon=True)
+            child.start()
+            before = store.version
+            deadline = time.monotonic() + 10
+            while store.version < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(float(rng.uniform(0, 0.003)))
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+            assert store.version >= before + 3, "the child did not publish"
+            mid_write_kills += any(int(h[0]) % 2 for h in store._slot_hdr)  # seq odd: killed mid-copy
+            for _ in range(3):  # the restarted learner, publishing into both slots in turn
+                v = store.publish({"a": torch.full((1024, 1024), float(store.version + 1)), "b": torch.zeros(3)})
+                got = reader.latest(v - 1)
+                assert got is not None and got[0] == v and torch.all(got[1]["a"] == v)
+            if mid_write_kills >= 3:
+                break
+    finally:
+        reader.close()
+        store.close()
+    assert mid_write_kills >= 3  # the case under test did happen
+
+
 # ---- learner process ---------------------------------------------------------------------------------
 
 

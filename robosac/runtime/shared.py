@@ -13,7 +13,8 @@ buffer, each slot guarded by a sequence counter (a seqlock). The learner writes 
 currently published, then flips the "latest" header; the collector's :meth:`WeightStore.latest`
 reads one integer when nothing is new, and otherwise copies the slot and checks its sequence number
 did not move (retrying if the learner published twice during the copy). Neither side ever waits
-for the other.
+for the other. A learner killed mid-copy leaves its slot's counter odd; the next writer steps it to
+the next odd value, never to an even one, so the slot cannot read as complete while it is written.
 
 Both segments describe their own layout in a JSON header, so the child only needs the name:
 ``SharedReplay.attach(name)`` / ``WeightStore.attach(name)``. The creator owns the segment and
@@ -315,9 +316,15 @@ class WeightStore:
     def publish(self, state: Mapping[str, torch.Tensor], updates: int = 0) -> int:
         """Write ``state`` as the next version (single writer); returns the version. Never blocks."""
         version = self.version + 1
-        slot = version % 2  # never the slot currently marked latest
+        # Never the slot readers are pointed at, even where a writer killed between the two head
+        # words below left that slot one version ahead of the latest version.
+        slot = 1 - int(self._head[_W_LATEST_SLOT])
         hdr, data = self._slot_hdr[slot], self._slot_data[slot]
-        hdr[_S_SEQ] += 1  # odd: write in progress
+        seq = int(hdr[_S_SEQ])
+        # Odd: write in progress. A writer killed mid-write (a learner SIGKILLed while publishing)
+        # left it odd already; a plain +1 would make it even while this write runs and odd once
+        # the slot is marked latest, and every reader would then wait on a write that never ends.
+        hdr[_S_SEQ] = seq + 1 + seq % 2
         for k, shape, dtype, off in self.tensors:
             arr = state[k].detach().cpu().contiguous().numpy()  # (np.ascontiguousarray makes a 0-d tensor 1-d)
             if arr.shape != shape or arr.dtype.str != dtype:
