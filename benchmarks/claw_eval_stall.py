@@ -24,16 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import robosac  # noqa: F401 - env ids
+from _claw_run import load_claw_run
 from robosac.persist import atomic_write_bytes
-from robosac.runtime.eval_cli import load_run
-from robosac.sac.sac import SAC, sac_config_from
+from robosac.sac.sac import SAC
 
 
 def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool, action_ema: float = 0.0) -> dict:
@@ -77,19 +75,11 @@ def main() -> int:
         ap.error(f"--sample-seeds: invalid value {args.sample_seeds}; allowed: an integer >= 1")
     if not 0.0 <= args.action_ema < 1.0:
         ap.error(f"--action-ema: invalid value {args.action_ema}; allowed: a number in [0, 1)")
-    run = Path(args.run_dir)
-    try:
-        desc, ck = load_run(run)
-    except ValueError as e:
-        print(f"claw_eval_stall: {e}", file=sys.stderr)
+    loaded = load_claw_run(args.run_dir, "claw_eval_stall")
+    if loaded is None:
         return 2
-    if not desc["env_id"].startswith("robosac/ClawValveTurn"):
-        print(f"claw_eval_stall: {run} is a {desc['env_id']} run; this diagnostic is for ClawValveTurn", file=sys.stderr)
-        return 2
-    env = gym.make(desc["env_id"], **{**desc.get("env_kwargs", {}), "backend": "sim", "pixels": desc.get("pixels", False)})
-    agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))
-    agent.load_state_dict(ck["agent"])
-    res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
+    ck, env, agent = loaded
+    res: dict = {"run": args.run_dir, "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
                  "action_ema": args.action_ema}
     passes = [("deterministic", 0)] + [(f"stochastic_seed{k}", k) for k in range(args.sample_seeds)]
     for mode, torch_seed in passes:

@@ -25,16 +25,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import robosac  # noqa: F401 - env ids
+from _claw_run import load_claw_run
 from robosac.persist import atomic_write_bytes
-from robosac.runtime.eval_cli import load_run
-from robosac.sac.sac import SAC, sac_config_from
+from robosac.sac.sac import SAC
 
 
 def min_q(agent: SAC, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -99,22 +97,14 @@ def main() -> int:
             ap.error(f"--rules: invalid value {r!r}; allowed: mean, q_ascent, best_of_n (comma-separated)")
     if args.episodes < 1 or args.ascent_steps < 1 or args.samples < 1:
         ap.error("--episodes, --ascent-steps and --samples: allowed: integers >= 1")
-    run = Path(args.run_dir)
-    try:
-        desc, ck = load_run(run)
-    except ValueError as e:
-        print(f"claw_q_ascent: {e}", file=sys.stderr)
+    loaded = load_claw_run(args.run_dir, "claw_q_ascent")
+    if loaded is None:
         return 2
-    if not desc["env_id"].startswith("robosac/ClawValveTurn"):
-        print(f"claw_q_ascent: {run} is a {desc['env_id']} run; this diagnostic is for ClawValveTurn", file=sys.stderr)
-        return 2
+    ck, env, agent = loaded
     torch.set_num_threads(1)
-    env = gym.make(desc["env_id"], **{**desc.get("env_kwargs", {}), "backend": "sim", "pixels": desc.get("pixels", False)})
-    agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))
-    agent.load_state_dict(ck["agent"])
     for m in (agent.encoder, agent.actor, agent.critic):
         m.eval()
-    res: dict = {"run": str(run), "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
+    res: dict = {"run": args.run_dir, "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
                  "ascent_steps": args.ascent_steps, "ascent_lr": args.ascent_lr, "samples": args.samples,
                  "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     for rule in rules:
