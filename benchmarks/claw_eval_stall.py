@@ -10,7 +10,8 @@ reward itself: a head that predicts the bonus of |error| < 0.1 rad at 0.16 rad s
 reads the valve as on target when it is not. Each episode also records how much the policy's
 action changed per step over its second half (mean |a_t - a_t-1| over joints and steps) and the
 joint-speed cost there: a policy that settles holds its action, one that chatters does not.
---action-ema BETA plays every pass with each action low-passed (BETA * previous + (1 - BETA) *
+--noise-scale S scales the sampled passes' noise (S * the policy's std): how much noise a stall
+needs to come loose. --action-ema BETA plays every pass with each action low-passed (BETA * previous + (1 - BETA) *
 policy's), as a probe of whether steadier actions would finish the misses; the policy was not
 trained with it, so it sees actions it did not choose in its last-action input.
 
@@ -34,12 +35,20 @@ from robosac.persist import atomic_write_bytes
 from robosac.sac.sac import SAC
 
 
-def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool, action_ema: float = 0.0) -> dict:
+def scaled_sample(agent: SAC, obs, noise_scale: float) -> np.ndarray:
+    """tanh(mean + noise_scale * std * eps) in env units: the policy's sample with its noise scaled."""
+    with torch.inference_mode():
+        mean, log_std = agent.actor(agent.encoder(agent.obs_to_torch(obs)))
+        a = torch.tanh(mean + noise_scale * log_std.exp() * torch.randn_like(mean))
+        return (agent.action_center + agent.action_half_range * a)[0].cpu().numpy()
+
+
+def play(env: gym.Env, agent: SAC, seed: int, deterministic: bool, action_ema: float = 0.0, noise_scale: float = 1.0) -> dict:
     obs, _ = env.reset(seed=seed)
     errors, actions, speed_costs = [], [], []
     done = False
     while not done:
-        a = agent.act(obs, deterministic=deterministic)
+        a = agent.act(obs, deterministic=True) if deterministic else scaled_sample(agent, obs, noise_scale)
         if actions:
             a = action_ema * actions[-1] + (1.0 - action_ema) * a
         obs, reward, terminated, truncated, info = env.step(a)
@@ -67,6 +76,8 @@ def main() -> int:
     ap.add_argument("--stall-rad", type=float, default=0.02, help="a miss whose valve moved less than this in the second half stalled")
     ap.add_argument("--sample-seeds", type=int, default=5, help="repeat the sampled pass with torch seeds 0..N-1 (one draw is noisy)")
     ap.add_argument("--action-ema", type=float, default=0.0, metavar="BETA", help="low-pass every action: BETA * previous + (1 - BETA) * policy's")
+    ap.add_argument("--noise-scale", type=float, default=1.0, metavar="S",
+                    help="sampled passes draw tanh(mean + S * std * noise): S = 1 is the policy's own sample")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.episodes < 1:
@@ -75,16 +86,18 @@ def main() -> int:
         ap.error(f"--sample-seeds: invalid value {args.sample_seeds}; allowed: an integer >= 1")
     if not 0.0 <= args.action_ema < 1.0:
         ap.error(f"--action-ema: invalid value {args.action_ema}; allowed: a number in [0, 1)")
+    if not args.noise_scale > 0.0:
+        ap.error(f"--noise-scale: invalid value {args.noise_scale}; allowed: a number > 0")
     loaded = load_claw_run(args.run_dir, "claw_eval_stall")
     if loaded is None:
         return 2
     ck, env, agent = loaded
     res: dict = {"run": args.run_dir, "updates": ck["counters"]["updates"], "episodes": args.episodes, "first_seed": args.seed,
-                 "action_ema": args.action_ema}
+                 "action_ema": args.action_ema, "noise_scale": args.noise_scale}
     passes = [("deterministic", 0)] + [(f"stochastic_seed{k}", k) for k in range(args.sample_seeds)]
     for mode, torch_seed in passes:
         torch.manual_seed(torch_seed)  # the sampled actions' noise, so a rerun gives the same figures
-        eps = [play(env, agent, args.seed + i, mode == "deterministic", args.action_ema) for i in range(args.episodes)]
+        eps = [play(env, agent, args.seed + i, mode == "deterministic", args.action_ema, args.noise_scale) for i in range(args.episodes)]
         misses = [e for e in eps if not e["success"]]
         res[mode] = {"success_rate": float(np.mean([e["success"] for e in eps])),
                      "median_final_error_rad": float(np.median([e["final_error_rad"] for e in eps])),
