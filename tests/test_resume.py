@@ -216,6 +216,14 @@ def test_resume_refuses_a_corrupt_checkpoint_other_settings_or_nothing_to_resume
     assert "already holds a run" in err and "--resume" in err
     err = refused("--batch-size", "64", "--resume", str(out))
     assert "batch_size" in err and "checkpoint.pt" in err
+    err = refused("--sac", "hidden=64,64", "--resume", str(out))
+    assert "hidden" in err and "checkpoint.pt" in err
+    # The entropy target alone may change on resume (lowered late in a run): it continues with it.
+    capsys.readouterr()
+    assert cli.main(["train", "Pendulum-v1", "--steps", "300", "--learning-starts", "200", "--no-progress", "--eval-episodes", "1",
+                     "--sac", "target_entropy=-3", "--resume", str(out)]) == 0
+    resumed = load_checkpoint(out / "checkpoint.pt")
+    assert resumed["loop"]["step"] == 300 and resumed["agent"]["config"]["target_entropy"] == -3.0
 
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])

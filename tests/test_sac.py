@@ -181,6 +181,15 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
     SAC(STATE, ACT, SACConfig(hidden=(32, 32)), seed=1).load_state_dict(old)
     with pytest.raises(ValueError, match="critic_dropout"):
         SAC(STATE, ACT, SACConfig(hidden=(32, 32), critic_dropout=0.1), seed=1).load_state_dict(old)
+    # The entropy target may change (a run resumed with a lower one): it keeps the learned
+    # temperature and aims at the new target from there.
+    with torch.no_grad():
+        agent.log_alpha.fill_(-3.0)
+    lower = SAC(STATE, ACT, SACConfig(hidden=(32, 32), target_entropy=-4.0), seed=1)
+    lower.load_state_dict(agent.state_dict())
+    assert lower.target_entropy == -4.0 and agent.target_entropy == -ACT.shape[0] and lower.log_alpha.item() == -3.0
+    with pytest.raises(ValueError, match="hidden"):
+        SAC(STATE, ACT, SACConfig(hidden=(64, 64), target_entropy=-4.0), seed=1).load_state_dict(agent.state_dict())
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):

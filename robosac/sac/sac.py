@@ -74,6 +74,12 @@ class SACConfig:
     priv_dim: int = 0  # size of batch["priv"] per row; a training run sets it from the env (its priv_dim)
 
 
+# SAC settings a resumed run may change: the entropy target, to lower it late in a run (the
+# temperature keeps its learned value and moves from there). Everything else shapes the networks
+# or the data they were trained on.
+RESUMABLE_SAC_CHANGES = ("target_entropy",)
+
+
 def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
     """``base`` with fields replaced from ``KEY=VALUE`` strings (or a dict), e.g. ``critic_dropout=0.01``.
 
@@ -414,11 +420,12 @@ class SAC:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings."""
+        """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings
+        (other than :data:`RESUMABLE_SAC_CHANGES`, which a resumed run may change)."""
         # A setting added after the checkpoint was written counts as its default (which is how the
         # agent behaved before the setting existed).
-        saved = {**_config_dict(SACConfig()), **state.get("config", {})}
-        mine = _config_dict(self.config)
+        saved = {k: v for k, v in {**_config_dict(SACConfig()), **state.get("config", {})}.items() if k not in RESUMABLE_SAC_CHANGES}
+        mine = {k: v for k, v in _config_dict(self.config).items() if k not in RESUMABLE_SAC_CHANGES}
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
             raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")

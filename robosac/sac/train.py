@@ -21,7 +21,7 @@ from robosac.persist import CheckpointError, JsonLines, capture_rng_state, load_
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.perf import tune_learner_process
 from robosac.sac.replay import Replay
-from robosac.sac.sac import SAC, SACConfig
+from robosac.sac.sac import RESUMABLE_SAC_CHANGES, SAC, SACConfig
 
 
 @dataclass
@@ -219,6 +219,7 @@ def _resume(
     if ckpt.get("spaces") != spaces:
         raise ResumeError(f"checkpoint {ckpt_path} was saved for other env spaces: saved {ckpt.get('spaces')}, this env {spaces}")
     saved, mine = ckpt.get("train_config", {}), _jsonable(asdict(cfg))
+    saved, mine = ({**c, "sac": {k: v for k, v in c.get("sac", {}).items() if k not in RESUMABLE_SAC_CHANGES}} for c in (saved, mine))
     diff = {k: (saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine))
             if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k)}
     if diff:
