@@ -54,6 +54,8 @@ def _chunks(out: Path) -> dict[str, np.ndarray]:
 def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from robosac.persist import load_checkpoint
+
     out = tmp_path / "run"
     common = ["robosac/ClawValveTurn-v0", "--learning-starts", "256", "--batch-size", "64", "--eval-episodes", "1",
               "--eval-every-episodes", "2", "--out", str(out), "--lr", "1e-3", "--sac", "critic_layer_norm=true"]
@@ -90,9 +92,14 @@ def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path, capsys: pytest.
     # A second run into the same directory is refused; --resume continues to the new total.
     rc, _, err = _cli(capsys, "train", *common, "--steps", "600", "--no-progress")
     assert rc == 2 and "already holds a run" in err
-    r = _train(*common, "--steps", "700", "--resume")
+    # ... with a lower entropy target (the one SAC setting a resume may change), recorded in the
+    # resume line and carried by the learner's checkpoint.
+    r = _train(*common, "--steps", "700", "--resume", "--sac", "target_entropy=-2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 700
+    resume_line = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"resume"' in line)
+    assert resume_line["sac"]["target_entropy"] == -2.0 and resume_line["sac"]["critic_layer_norm"] is True
+    assert load_checkpoint(out / "learner.pt")["agent"]["config"]["target_entropy"] == -2.0
     rows = _chunks(out)
     assert list(rows["step"]) == list(range(700))
     kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]

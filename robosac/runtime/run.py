@@ -176,7 +176,9 @@ def train_async(
                 raise RunError(f"cannot resume from {out / 'replay'}: {e}") from e
             # A resumed run starts a fresh episode.
             step0, episode0 = restored["next_step"], restored["last_episode"] + 1
-            log("resume", step=step0, episode=episode0)
+            # With the SAC settings it continues with: a resume may change the entropy target, and
+            # run.json keeps what the run started with.
+            log("resume", step=step0, episode=episode0, sac=asdict(sac_cfg))
         else:
             (out / "run.json").write_text(json.dumps({**(describe or {}), "config": asdict(cfg)}, indent=1))
             log("config", step=0, config=asdict(cfg), run=describe or {})
