@@ -21,7 +21,7 @@ from robosac.persist import CheckpointError, JsonLines, capture_rng_state, load_
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.perf import tune_learner_process
 from robosac.sac.replay import Replay
-from robosac.sac.sac import RESUMABLE_SAC_CHANGES, SAC, SACConfig
+from robosac.sac.sac import SAC, SACConfig
 
 
 @dataclass
@@ -62,8 +62,9 @@ class ResumeError(ValueError):
     """A run cannot be resumed: no checkpoint, or one (or replay chunks) that does not fit this run."""
 
 
-# TrainConfig fields a resumed run may change; everything else must equal the checkpoint's.
-RESUMABLE_CHANGES = ("steps", "eval_episodes", "log_every", "torch_threads", "checkpoint_every",
+# TrainConfig fields a resumed run may change; everything else must equal the checkpoint's. The SAC
+# settings ("sac") are the agent's to check (SAC.load_state_dict), so the rule lives in one place.
+RESUMABLE_CHANGES = ("sac", "steps", "eval_episodes", "log_every", "torch_threads", "checkpoint_every",
                      "replay_flush_every", "replay_flush_interval_s")
 
 
@@ -219,7 +220,6 @@ def _resume(
     if ckpt.get("spaces") != spaces:
         raise ResumeError(f"checkpoint {ckpt_path} was saved for other env spaces: saved {ckpt.get('spaces')}, this env {spaces}")
     saved, mine = ckpt.get("train_config", {}), _jsonable(asdict(cfg))
-    saved, mine = ({**c, "sac": {k: v for k, v in c.get("sac", {}).items() if k not in RESUMABLE_SAC_CHANGES}} for c in (saved, mine))
     diff = {k: (saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine))
             if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k)}
     if diff:
@@ -227,7 +227,7 @@ def _resume(
     try:
         agent.load_state_dict(ckpt["agent"])
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise ResumeError(f"checkpoint {ckpt_path} does not fit this agent: {exc}") from exc
+        raise ResumeError(f"checkpoint {ckpt_path} does not fit this agent: {exc}; pass the original run's --sac options") from exc
     try:
         restore_rng_state(ckpt["rng"], generators)
         info = store.restore(replay)
