@@ -51,6 +51,40 @@ def _chunks(out: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
+_RUN_PAST_CAPACITY = """
+import json, sys
+import gymnasium as gym
+import robosac  # noqa: F401
+from robosac.runtime.run import RunConfig, train_async
+steps, resume = int(sys.argv[1]), sys.argv[2] == "resume"
+cfg = RunConfig(steps=steps, learning_starts=32, batch_size=16, replay_capacity=100, flush_every=10, checkpoint_every_s=0.5,
+                eval_episodes=1, wait_for_learner_slack=20)
+print(json.dumps(train_async(lambda: gym.make("robosac/ClawValveTurn-v0"), cfg, sys.argv[3], resume=resume, progress=False)))
+"""
+
+
+def test_resume_past_the_replay_capacity_goes_on_learning(tmp_path: Path) -> None:
+    """A run resumed after more steps than its replay holds: the oldest transitions are gone from
+    disk, but the learner's update cap counts every transition of the run. (It counted only the
+    restored ones, so the learner, its updates restored, idled until the replay caught up, and on
+    the sim backend the collector, waiting for the learner, hung: seen at 110 000 steps with a
+    100 000-transition replay.)"""
+    out = str(tmp_path / "run")
+
+    def run(steps: int, mode: str) -> dict:
+        env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+        r = subprocess.run([sys.executable, "-c", _RUN_PAST_CAPACITY, str(steps), mode, out], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first = run(200, "new")
+    assert first["updates"] >= 200 - 20 - 1, first  # the collector kept the learner within 20 updates
+    assert len(_chunks(Path(out))["step"]) < 200  # the oldest transitions were dropped from disk
+    second = run(300, "resume")
+    assert second["steps"] == 300 and second["updates"] >= 300 - 20 - 1, second
+
+
 def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

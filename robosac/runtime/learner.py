@@ -50,6 +50,10 @@ class LearnerConfig:
     batch_size: int = 256
     learning_starts: int = 1000  # transitions in the replay before the first update
     max_updates_per_step: float = 1.0  # updates <= this x transitions written
+    # Transitions the run collected before the replay's first row: a resumed run whose oldest ones
+    # were dropped at capacity. They count toward learning_starts and the update cap, which would
+    # otherwise hold a resumed learner (its updates restored) until the replay caught up.
+    transitions_before: int = 0
     publish_every: int = 10  # updates between weight publications
     checkpoint_every_s: float = 60.0
     threads: int = 1  # torch intra-op threads in the learner
@@ -122,7 +126,7 @@ def _learner_main(
             floats[F_LAST_PUBLISH] = time.monotonic()
 
         def checkpoint() -> None:
-            counters = {"updates": agent.updates, "transitions": replay.written, "weights_version": weights.version}
+            counters = {"updates": agent.updates, "transitions": replay.written + cfg.transitions_before, "weights_version": weights.version}
             save_checkpoint({"agent": agent.state_dict(), "counters": counters, "rng": capture_rng_state({"sample": rng})}, checkpoint_path)
             ints[I_CHECKPOINTS] += 1
             floats[F_LAST_CHECKPOINT] = time.monotonic()
@@ -135,7 +139,7 @@ def _learner_main(
                 break  # the collector's process died (kill -9): checkpoint and end, never run orphaned
             now = time.monotonic()
             floats[F_HEARTBEAT] = now
-            n = replay.written
+            n = replay.written + cfg.transitions_before
             ints[I_TRANSITIONS] = n
             if now - last_ckpt >= cfg.checkpoint_every_s:
                 checkpoint()

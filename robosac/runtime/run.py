@@ -176,6 +176,7 @@ def train_async(
                 raise RunError(f"cannot resume from {out / 'replay'}: {e}") from e
             # A resumed run starts a fresh episode.
             step0, episode0 = restored["next_step"], restored["last_episode"] + 1
+            learner.config = replace(learner.config, transitions_before=step0 - restored["transitions"])
             # With the SAC settings it continues with: a resume may change the entropy target, and
             # run.json keeps what the run started with.
             log("resume", step=step0, episode=episode0, sac=asdict(sac_cfg))
