@@ -115,6 +115,52 @@ def test_outbox_drops_the_oldest_and_rewinds_for_a_learner_that_lost_rows() -> N
     assert box.held == 0 and box.unsent == 0
 
 
+def _feed(learner: Any, first_seq: int, n: int, rng: np.random.Generator) -> None:
+    """n rows of a 3-d state, 2-d action robot "a" on stream 0, in batches of 10."""
+    for seq in range(first_seq, first_seq + n, 10):
+        m = min(10, first_seq + n - seq)
+        rows = {"obs.state": rng.uniform(-1, 1, (m, 3)).astype(np.float32), "action": rng.uniform(-1, 1, (m, 2)).astype(np.float32),
+                "next_obs.state": rng.uniform(-1, 1, (m, 3)).astype(np.float32), "reward": rng.normal(size=m).astype(np.float32),
+                "terminated": np.zeros(m, np.float32), "policy_version": np.zeros(m, np.int64),
+                "episode": np.arange(seq, seq + m) // 50, "episode_end": np.arange(seq, seq + m) % 50 == 49}
+        assert learner.add("a", 0, seq, seq, rows)["accepted"] == m
+
+
+def test_learner_resumed_past_its_replay_capacity_goes_on_learning(tmp_path: Path) -> None:
+    """The store keeps only replay_capacity rows on disk; a resumed learner must still count the run's
+    transitions, or its cap (updates <= transitions) holds it idle until the kept rows catch up."""
+    from gymnasium import spaces
+
+    from robosac.distributed.learner_actor import LearnerActor, LearnerSettings
+    from robosac.sac.sac import SACConfig
+
+    obs, act = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)
+    settings = LearnerSettings(batch_size=8, learning_starts=16, replay_capacity=40, flush_every=10, checkpoint_every_s=600.0,
+                               publish_every=5, idle_sleep_s=0.001)
+    rng = np.random.default_rng(0)
+
+    def learner() -> Any:
+        return LearnerActor(str(tmp_path), obs, act, SACConfig(hidden=(16, 16)), settings)
+
+    first = learner()
+    _feed(first, 0, 100, rng)
+    wait_for(lambda: first.agent.updates >= 100, 60, "100 updates on 100 transitions")
+    before = first.stop()
+    chunks = sorted(p.name for p in (tmp_path / "replay" / "a").glob("chunk_*.npz"))
+    assert before["transitions"] == 100 and chunks[0] != "chunk_000000.npz", chunks  # the oldest rows were dropped
+
+    second = learner()
+    try:
+        s = second.stats()
+        _feed(second, 100, 30, rng)
+        wait_for(lambda: second.agent.updates >= 130, 30, "updates to follow the 30 new transitions")
+        assert second.stats()["error"] is None and s["node_id"] is None  # in-process: no Ray started
+        assert s["restored_transitions"] < 100 and s["transitions"] == 100 and s["per_robot"]["a"]["transitions"] == 100, s
+        assert s["restored_from_updates"] == before["updates"]
+    finally:
+        second.stop()
+
+
 # ---- the two-twin scenario -------------------------------------------------------------------------
 
 

@@ -17,10 +17,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+ENV = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))  # for every subprocess: offscreen rendering
+
+
+def _python(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python ARGS` in the repo root, its output captured as text."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
 def _train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    return subprocess.run([sys.executable, "-m", "robosac.cli", "train", *args, "--no-progress"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return _python("-m", "robosac.cli", "train", *args, "--no-progress", timeout=timeout)
 
 
 def _alive(pid: int) -> bool:
@@ -72,9 +78,7 @@ def test_resume_past_the_replay_capacity_goes_on_learning(tmp_path: Path) -> Non
     out = str(tmp_path / "run")
 
     def run(steps: int, mode: str) -> dict:
-        env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-        r = subprocess.run([sys.executable, "-c", _RUN_PAST_CAPACITY, str(steps), mode, out], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
+        r = _python("-c", _RUN_PAST_CAPACITY, str(steps), mode, out, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -331,10 +335,9 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     from robosac.persist import load_checkpoint
 
     out = tmp_path / "run"
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     args = [sys.executable, "-m", "robosac.cli", "train", "robosac/ClawValveTurn-v0", "--steps", "100000", "--learning-starts", "64",
             "--batch-size", "32", "--eval-every-episodes", "0", "--replay-flush-every", "100000", "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         metrics = out / "metrics.jsonl"
@@ -400,11 +403,10 @@ def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     import time
 
     out = tmp_path / "run"
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     args = [sys.executable, "-m", "robosac.cli", "train", "robosac/ClawValveTurn-v0", "--steps", "600", "--learning-starts", "128",
             "--batch-size", "32", "--eval-episodes", "1", "--eval-every-episodes", "0", "--replay-flush-every", "50",
             "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     while len(list((out / "replay").glob("chunk_*.npz"))) < 4 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -420,7 +422,7 @@ def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     while any(_alive(c) for c in children) and time.monotonic() < t_end:
         time.sleep(0.2)
     assert not any(_alive(c) for c in children)
-    r = subprocess.run(args[:-3] + ["--resume", str(out), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    r = _python(*args[1:-3], "--resume", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 600
     rows = _chunks(out)["step"]

@@ -48,7 +48,7 @@ class LearnerSettings:
 
     batch_size: int = 256
     learning_starts: int = 1000  # transitions (all robots) before the first update
-    max_updates_per_step: float = 1.0  # updates <= this x transitions received
+    max_updates_per_step: float = 1.0  # updates <= this x transitions received (the run's, across resumes)
     replay_capacity: int = 100_000  # transitions held in memory (all robots)
     publish_every: int = 10  # updates between weight publications
     checkpoint_every_s: float = 30.0
@@ -141,23 +141,27 @@ class LearnerActor:
         return st
 
     def _restore_replay(self) -> int:
-        """Refill the replay from replay/<robot>/ chunks; sequence numbers continue from them."""
+        """Refill the replay from replay/<robot>/ chunks; sequence numbers continue from them.
+
+        Returns the rows restored. ``transitions`` becomes the run's total, rows the stores dropped
+        past ``replay_capacity`` included (a robot's step counter counts every row it delivered), so
+        the update cap and ``learning_starts`` go on from where the run was, not from the rows kept.
+        """
         root = self.run_dir / "replay"
-        total = 0
+        restored = 0
         for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
             st = self._store(d.name)
             for _, arrays in st.iter_chunks():  # validates every chunk; a bad one raises, naming it
                 self.replay.add_arrays({k: arrays[k] for k in self.replay.arrays})
-                n = len(arrays["step"])
-                total += n
-                self.per_robot[d.name]["transitions"] += n
+                restored += len(arrays["step"])
                 self._robot_steps[d.name] = int(arrays["step"][-1]) + 1
                 for stream in np.unique(arrays["stream"]):
                     key = (d.name, int(stream))
                     last = int(arrays["seq"][arrays["stream"] == stream].max()) + 1
                     self._next_seq[key] = self._durable[key] = max(self._next_seq.get(key, 0), last)
-        self.transitions = total
-        return total
+            self.per_robot[d.name]["transitions"] = self._robot_steps[d.name]
+        self.transitions = sum(self._robot_steps.values())
+        return restored
 
     # ---- collectors' calls ------------------------------------------------------------------
 
@@ -290,10 +294,8 @@ class LearnerActor:
     def stats(self) -> dict[str, Any]:
         import ray
 
-        try:
-            node = ray.get_runtime_context().get_node_id()
-        except Exception:  # noqa: BLE001 - used in-process, outside Ray
-            node = None
+        # Asked outside Ray (the actor used in-process), get_runtime_context() would start a local Ray.
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         return {
             "learner_id": self.learner_id, "pid": os.getpid(), "node_id": node, "device": str(self.agent.device),
             "started": self._started, "updates": self.agent.updates, "version": self.version,
