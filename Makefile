@@ -11,9 +11,10 @@ demo:
 	$(VENV)/bin/robosac train hardware_configs/claw.yaml --twin --steps 3000 --learning-starts 500 \
 		--batch-size 128 --eval-episodes 2 --seed 0 --out runs/claw-$$(date +%Y%m%d-%H%M%S)
 
+# Two pytest runs side by side: the CPU-bound tests at nice 19 beside the timing-sensitive ones.
 test:
 	bash tools/setup_venv.sh test
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python tools/run_tests.py
 
 bench:
 	bash tools/setup_venv.sh "test,bench"

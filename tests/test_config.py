@@ -11,6 +11,8 @@ import yaml
 
 from robosac.config import ConfigError, load_config, parse_config
 
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,7 +55,14 @@ def _set(d: dict, path: list, value) -> dict:
     return d
 
 
-_DELETE = object()
+class _Delete:
+    """Marks a key to remove; its repr is stable, so test ids agree between pytest-xdist workers."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+_DELETE = _Delete()
 
 BAD = [
     # (path to change, new value, substring expected in the message)

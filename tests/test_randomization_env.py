@@ -14,6 +14,8 @@ from robosac.config import load_config
 from sim.mujoco_sim import MujocoSim
 from sim.randomization import DomainRandomization
 
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
+
 CLAW = "robosac/ClawValveTurn-v0"
 CLAW_YAML = "hardware_configs/claw.yaml"
 # Model arrays no torque switch or current limit touches: what a draw leaves is all that is there.

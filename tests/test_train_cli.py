@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import pytest
 
 from robosac.persist import load_checkpoint
 from robosac.sac.train import TrainConfig, train
+
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 ROBOSAC = [sys.executable, "-m", "robosac.cli"]
 

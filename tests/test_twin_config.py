@@ -9,6 +9,8 @@ import yaml
 
 from robosac.config import CameraConfig, ConfigError, SimConfig, load_config, parse_config
 
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
+
 
 def _base() -> dict:
     return yaml.safe_load(open("hardware_configs/claw.yaml"))

@@ -1,0 +1,48 @@
+"""`make test`: the whole suite as two pytest runs side by side, so both cores work.
+
+- Tests marked ``compute`` (CPU-bound: SAC maths, learning on Pendulum and bandits, configs, unit
+  conversions; no emulated servo bus, no real-time loop, no learner watchdog) run at the lowest CPU
+  priority (nice 19) on one torch thread.
+- The rest run at normal priority: their emulated servos must answer within the SDK's reply
+  timeout and their control loops keep real time, so they take the CPU they need, and the compute
+  run gets what they leave (about 1.3 of the 2 cores on average: they wait on clocks and serial
+  replies much of the time).
+
+Usage: ``python tools/run_tests.py [PYTEST ARGS]`` (passed to both runs). The compute run's output
+follows the other's; the exit status is the first nonzero of the two. Plain ``pytest`` still runs
+everything in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def main(args: list[str]) -> int:
+    pytest = [sys.executable, "-m", "pytest", "-q", *args]
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile("w+") as log:
+        # Its own cache directory: two pytest runs writing one .pytest_cache could clobber it.
+        compute = subprocess.Popen(["nice", "-n", "19", *pytest, "-m", "compute", "-o", "cache_dir=.pytest_cache/compute"],
+                                   env=dict(env, OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            print("run_tests: the tests marked `compute` run beside these at nice 19; their output follows", flush=True)
+            rest = subprocess.call([*pytest, "-m", "not compute"], env=env)
+            print(f"run_tests: timing-sensitive tests done in {time.monotonic() - t0:.0f} s, rc {rest}", flush=True)
+            rc_compute = compute.wait()
+        finally:
+            if compute.poll() is None:  # interrupted: do not leave it running
+                compute.kill()
+        log.seek(0)
+        sys.stdout.write(log.read())
+    print(f"run_tests: compute tests rc {rc_compute}; both done in {time.monotonic() - t0:.0f} s", flush=True)
+    return rest or rc_compute
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
