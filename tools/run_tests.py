@@ -9,8 +9,8 @@
   replies much of the time).
 
 Usage: ``python tools/run_tests.py [PYTEST ARGS]`` (passed to both runs). The compute run's output
-follows the other's; the exit status is the first nonzero of the two. Plain ``pytest`` still runs
-everything in one process.
+follows the other's. The exit status is the failing run's; a run the arguments leave with no
+tests counts as passed unless both are. Plain ``pytest`` still runs everything in one process.
 """
 
 from __future__ import annotations
