@@ -56,7 +56,8 @@ def _set(d: dict, path: list, value) -> dict:
 
 
 class _Delete:
-    """Marks a key to remove; its repr is stable, so test ids agree between pytest-xdist workers."""
+    """Marks a key to remove. Its repr is the same in every run, and so are the test ids built from
+    it (`pytest --lf` finds a failed one again; an `object()` would put its address in the id)."""
 
     def __repr__(self) -> str:
         return "DELETE"

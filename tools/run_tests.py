@@ -25,16 +25,15 @@ NO_TESTS = 5  # pytest's exit status when no test was collected (or all were des
 
 
 def main(args: list[str]) -> int:
-    pytest = [sys.executable, "-m", "pytest", "-q", *args]
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    pytest = [sys.executable, "-m", "pytest", "-q", *args]  # tests/conftest.py sets MUJOCO_GL for both
     t0 = time.monotonic()
     with tempfile.TemporaryFile("w+") as log:
         # Its own cache directory: two pytest runs writing one .pytest_cache could clobber it.
         compute = subprocess.Popen(["nice", "-n", "19", *pytest, "-m", "compute", "-o", "cache_dir=.pytest_cache/compute"],
-                                   env=dict(env, OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT)
+                                   env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT)
         try:
             print("run_tests: the tests marked `compute` run beside these at nice 19; their output follows", flush=True)
-            rest = subprocess.call([*pytest, "-m", "not compute"], env=env)
+            rest = subprocess.call([*pytest, "-m", "not compute"])
             print(f"run_tests: timing-sensitive tests done in {time.monotonic() - t0:.0f} s, rc {rest}", flush=True)
             rc_compute = compute.wait()
         finally:
