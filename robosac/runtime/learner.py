@@ -347,7 +347,9 @@ class AsyncLearner:
 
     def close(self) -> None:
         try:
-            self.process.stop(10)
+            # stop()'s 30 s: a learner stopped while still starting (its imports take about 7 s of
+            # CPU, more on a busy machine) then still writes its checkpoint; 10 s was not enough.
+            self.process.stop()
         finally:
             self.replay.close()
             self.weights.close()
