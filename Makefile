@@ -11,8 +11,7 @@ demo:
 	$(VENV)/bin/robosac train hardware_configs/claw.yaml --twin --steps 3000 --learning-starts 500 \
 		--batch-size 128 --eval-episodes 2 --seed 0 --out runs/claw-$$(date +%Y%m%d-%H%M%S)
 
-# Three pytest runs side by side: the CPU-bound tests and the whole training runs under SCHED_IDLE
-# beside the timing-sensitive ones (tools/run_tests.py).
+# Two pytest runs side by side: the CPU-bound tests at nice 19 beside the timing-sensitive ones.
 test:
 	bash tools/setup_venv.sh test
 	$(VENV)/bin/python tools/run_tests.py

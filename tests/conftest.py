@@ -61,11 +61,3 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if fd is not None:
         faulthandler.disable()
         faulthandler.enable(file=fd, all_threads=True)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Ray cluster tests last (the order is otherwise kept): in `make test` they then start
-    after the `train_run` tests beside them have finished (tools/run_tests.py), and Ray's start-up,
-    two real-time twins and a learner share the cores with the compute run alone. Beside both
-    (then at nice 10 and 19), the scenario's set-up once took 117 s against 63-85 s."""
-    items.sort(key=lambda item: item.path.name == "test_distributed.py")

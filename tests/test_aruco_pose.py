@@ -16,7 +16,7 @@ from robosac.config import load_config  # noqa: E402
 from robosac.hal.aruco import ArucoCalibration, ArucoTracker, MarkerPose, roll_pitch_tilt, wrap_angle  # noqa: E402
 from sim.mujoco_sim import MujocoSim  # noqa: E402
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 W, H = 640, 480
 STAND_Z = 0.258  # torso height of the "stand" keyframe, m

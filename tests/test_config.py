@@ -11,7 +11,7 @@ import yaml
 
 from robosac.config import ConfigError, load_config, parse_config
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 ROOT = Path(__file__).resolve().parents[1]
 

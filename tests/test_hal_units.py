@@ -16,7 +16,7 @@ from robosac.hal.control_table import (
 )
 from robosac.hal.units import Calibration, le_bytes, rad_s_to_vel_units, to_signed, to_unsigned
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 
 @pytest.mark.parametrize(

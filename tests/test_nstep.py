@@ -13,7 +13,7 @@ from robosac.sac.sac import SAC, SACConfig
 from robosac.sac.spaces import parse_obs_space
 from test_sac import _q_after_training
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 GAMMA = 0.9
 OBS = spaces.Box(-np.inf, np.inf, (2,), np.float32)

@@ -14,7 +14,7 @@ from robosac.config import load_config
 from sim.mujoco_sim import MujocoSim
 from sim.randomization import DomainRandomization
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 CLAW = "robosac/ClawValveTurn-v0"
 CLAW_YAML = "hardware_configs/claw.yaml"

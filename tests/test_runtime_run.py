@@ -69,7 +69,6 @@ print(json.dumps(train_async(lambda: gym.make("robosac/ClawValveTurn-v0"), cfg, 
 """
 
 
-@pytest.mark.train_run
 def test_resume_past_the_replay_capacity_goes_on_learning(tmp_path: Path) -> None:
     """A run resumed after more steps than its replay holds: the oldest transitions are gone from
     disk, but the learner's update cap counts every transition of the run. (It counted only the
@@ -90,7 +89,6 @@ def test_resume_past_the_replay_capacity_goes_on_learning(tmp_path: Path) -> Non
     assert second["steps"] == 300 and second["updates"] >= 300 - 20 - 1, second
 
 
-@pytest.mark.train_run
 def test_async_run_on_the_sim_backend_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -198,7 +196,6 @@ def test_nothing_to_resume_and_unknown_targets(tmp_path: Path, capsys: pytest.Ca
         assert rc == 2 and message in err, err
 
 
-@pytest.mark.train_run
 def test_pixel_claw_without_the_valve_in_its_state_trains_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     r = _train("robosac/ClawValveTurn-v0", "--pixels", "--env", "variant=random", "--env", "valve_in_state=false",
@@ -293,7 +290,6 @@ def test_twin_fault_mid_run_stops_safely_and_keeps_the_data(tmp_path: Path, faul
         tw.chain.faults.clear()
 
 
-@pytest.mark.train_run
 def test_learner_killed_mid_run_is_restarted_while_the_collector_keeps_acting(tmp_path: Path) -> None:
     import multiprocessing as mp
     import signal
@@ -328,7 +324,6 @@ def test_learner_killed_mid_run_is_restarted_while_the_collector_keeps_acting(tm
     assert result["updates"] > 0
 
 
-@pytest.mark.train_run
 def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     """SIGTERM (kill, systemd, docker stop) mid-run ends `robosac train` as Ctrl-C does: the loop
     stops, every collected transition is flushed (none had been: the flush interval is not
@@ -362,7 +357,7 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
     steps = _chunks(out)["step"]
     assert len(steps) >= 80 and list(steps) == list(range(len(steps)))  # at least the first 8-s episode, every step once
-    assert (out / "learner.pt").exists(), err[-3000:]
+    assert (out / "learner.pt").exists(), err[-3000:]  # the run's log says why, if not
     counters = load_checkpoint(out / "learner.pt")["counters"]
     assert counters["transitions"] == len(steps), counters  # written after the loop stopped
 
@@ -402,7 +397,6 @@ def test_run_tied_child_ends_with_its_parent(tied: bool) -> None:
             os.kill(children[0], signal.SIGKILL)
 
 
-@pytest.mark.train_run
 def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     """kill -9 of `robosac train` on a robot env: the learner process does not live on orphaned,
     nothing flushed is lost, and --resume continues the step count to the total."""

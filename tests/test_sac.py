@@ -21,7 +21,7 @@ from robosac.sac.spaces import UnsupportedSpaceError, parse_obs_space
 from robosac.sac.train import TrainConfig, train
 from sac_envs import ConstantRewardEnv, ShadeBanditEnv
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 STATE = spaces.Box(-1.0, 1.0, (3,), np.float32)
 ACT = spaces.Box(-2.0, 2.0, (2,), np.float32)

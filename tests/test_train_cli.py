@@ -12,7 +12,7 @@ import pytest
 from robosac.persist import load_checkpoint
 from robosac.sac.train import TrainConfig, train
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 ROBOSAC = [sys.executable, "-m", "robosac.cli"]
 

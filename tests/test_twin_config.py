@@ -9,7 +9,7 @@ import yaml
 
 from robosac.config import CameraConfig, ConfigError, SimConfig, load_config, parse_config
 
-pytestmark = pytest.mark.compute  # tools/run_tests.py runs these under SCHED_IDLE beside the timing-sensitive tests
+pytestmark = pytest.mark.compute  # tools/run_tests.py runs these at nice 19 beside the timing-sensitive tests
 
 
 def _base() -> dict:
