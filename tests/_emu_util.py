@@ -81,3 +81,15 @@ def position_mode_claw() -> RobotConfig:
     setting the position-mode servo model and the jam physics are checked against."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml")
     return replace(cfg, servos=tuple(replace(s, operating_mode=3) if s.operating_mode == 5 else s for s in cfg.servos))
+
+
+def eventually(pred, timeout_s: float = 2.0) -> bool:
+    """Poll ``pred`` until it holds or ``timeout_s`` passes; its last value. For what follows an
+    instruction with no reply (a Sync Write, a broadcast): the emulator takes it in when its thread
+    runs, within ms alone but not always within a fixed 20 ms beside a busy core."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            return bool(pred())
+        time.sleep(0.005)
+    return True

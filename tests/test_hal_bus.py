@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _emu_util import eventually
 from robosac.config import load_config
 from robosac.hal import (
     BusSettings,
@@ -128,7 +129,7 @@ def test_cycle_tracks_goals_with_fast_sync_read_and_minimum_bytes(claw) -> None:
     for _ in range(20):
         bus.cycle(q)
     tx1, rx1 = bus.wire_bytes()
-    time.sleep(0.02)  # the last Sync Write has no reply: let the emulator take it in
+    eventually(lambda: chain.stats()["rx_bytes"] >= tx1 - tx0)  # the last Sync Write has no reply
     stats = chain.stats()
     assert stats["instructions"] == {"0x8A": 20, "0x83": 20}
     m = min_cycle_bytes(n, STATE_BLOCK_SIZE, fast=True)
@@ -290,10 +291,8 @@ def test_silent_servo_is_named_and_torque_goes_off(claw) -> None:
     assert ei.value.ids == [5]
     assert time.monotonic() - t0 < 0.5  # bounded: 3 reads + pings, ~ms each
     assert bus.counters.silent_faults == 1 and bus.counters.torque_offs_on_fault == 1
-    time.sleep(0.02)  # the torque-off broadcast has no reply
-    for s in cfg.servos:
-        if s.id != 5:
-            assert _servo(chain, s.id, "torque_enable") == 0
+    # the torque-off broadcast has no reply
+    assert eventually(lambda: all(_servo(chain, s.id, "torque_enable") == 0 for s in cfg.servos if s.id != 5))
 
 
 def test_hardware_error_reboots_restores_and_reenables(claw) -> None:
@@ -333,8 +332,7 @@ def test_persistent_hardware_error_becomes_typed_fault_with_torque_off() -> None
                 bus.cycle(q)
             assert ei.value.id == 6 and ei.value.bits == 0x04
             assert bus.counters.hardware_faults == 1 and bus.counters.reboots == 2
-            time.sleep(0.02)  # the torque-off broadcast has no reply
-            assert all(_servo(chain, s.id, "torque_enable") == 0 for s in cfg.servos)
+            assert eventually(lambda: all(_servo(chain, s.id, "torque_enable") == 0 for s in cfg.servos))  # a broadcast: no reply
         finally:
             bus.close()
 
@@ -472,10 +470,9 @@ def test_unplug_during_goal_write_resends_the_right_goals(claw) -> None:
     chain.faults.unplug()
     threading.Timer(0.05, chain.faults.replug).start()
     bus.write_goal_positions(q)  # hits the dead port, reopens, writes again on the new handler
-    time.sleep(0.02)
     assert bus.counters.port_reopens == 1
-    for j, qi in zip(bus.joints, q):
-        assert _servo(chain, j.id, "goal_position") == j.calibration.rad_to_ticks(qi)
+    # a Sync Write: no reply
+    assert eventually(lambda: all(_servo(chain, j.id, "goal_position") == j.calibration.rad_to_ticks(qi) for j, qi in zip(bus.joints, q)))
 
 
 def test_servo_that_lost_its_ram_is_restored(claw) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _emu_util import eventually
 from robosac.config import load_config
 from robosac.hal import BusState, HardwareFault, PortLostError, ServoBus
 from robosac.robots import (
@@ -392,8 +393,7 @@ def test_safebus_hardware_fault_recovered_then_safe_stop() -> None:
             with pytest.raises(HardwareFault):
                 sb.step(q0)
             assert sb.monitor.tripped and "HardwareFault" in sb.monitor.reason
-            time.sleep(0.02)  # a broadcast torque-off has no reply
-            assert all(chain.get_item(i, "torque_enable") == 0 for i in cfg.ids)
+            assert eventually(lambda: all(chain.get_item(i, "torque_enable") == 0 for i in cfg.ids))  # a broadcast: no reply
             with pytest.raises(SafetyStop):
                 sb.step(q0)
         finally:
