@@ -1,4 +1,5 @@
-"""Helpers for the emulator tests: a raw Protocol 2.0 host on pyserial (no SDK), packet builders."""
+"""Helpers for the emulator tests: a raw Protocol 2.0 host on pyserial (no SDK), packet builders,
+and `eventually` (poll a condition with a deadline), which the camera tests use too."""
 
 from __future__ import annotations
 

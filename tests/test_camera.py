@@ -16,6 +16,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 mujoco = pytest.importorskip("mujoco")
 
+from _emu_util import eventually  # noqa: E402
 from robosac.hal.aruco import ArucoCalibration, ArucoTracker, wrap_angle  # noqa: E402
 from robosac.hal.camera import Camera, CameraError, StaleFrameError, crop_resize  # noqa: E402
 from sim.camera_server import CameraStreamer, MjpegServer  # noqa: E402
@@ -67,15 +68,6 @@ def _stamps(cam: Camera, n: int, timeout: float = 3.0) -> list[tuple[np.ndarray,
     return out
 
 
-def _wait(cond, timeout: float) -> bool:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 def test_crop_resize_centre_crop_keeps_channel_order() -> None:
     img = np.zeros((100, 200, 3), np.uint8)
     img[:, :50] = (0, 0, 255)  # left quarter, cropped away by a square crop
@@ -116,10 +108,10 @@ def test_mjpeg_stream_fresh_frames_loss_stale_and_reconnect() -> None:
         # the connection closes, so one frame may still arrive just after the kill.)
         pub.stop()
         srv.stop()
-        assert _wait(lambda: cam.counters["reconnect_failures"] >= 2, 3.0), cam.counters
+        assert eventually(lambda: cam.counters["reconnect_failures"] >= 2, 3.0), cam.counters
         assert cam.counters["read_failures"] + cam.counters["stalls"] >= 1
         n_frames = cam.counters["frames"]
-        assert _wait(lambda: cam.frame_age() > 0.3, 1.0)
+        assert eventually(lambda: cam.frame_age() > 0.3, 1.0)
         with pytest.raises(StaleFrameError) as ei:
             cam.get()
         assert ei.value.age_s > 0.3 and ei.value.max_age_s == 0.3
@@ -140,10 +132,10 @@ def test_mjpeg_stream_fresh_frames_loss_stale_and_reconnect() -> None:
         # 0.5 s): the repeats are not taken as new, the stall is detected and the stream reopened.
         pub2.running.clear()
         before = dict(cam.counters)
-        assert _wait(lambda: cam.counters["stalls"] > before["stalls"], 3.0), cam.counters
+        assert eventually(lambda: cam.counters["stalls"] > before["stalls"], 3.0), cam.counters
         with pytest.raises(StaleFrameError):
             cam.get()
-        assert _wait(lambda: cam.counters["reconnects"] > before["reconnects"], 3.0), cam.counters
+        assert eventually(lambda: cam.counters["reconnects"] > before["reconnects"], 3.0), cam.counters
         assert cam.counters["duplicates"] > before["duplicates"]
         pub2.running.set()
         cam.wait_frame(newer_than=time.monotonic(), timeout=5.0)
@@ -178,7 +170,7 @@ def test_video_file_plays_at_its_rate_then_goes_stale(tmp_path) -> None:
         assert all(f[..., 0].mean() > f[..., 2].mean() + 40 for f, _ in frames)  # delivered as RGB: red first
         # Played at the file's rate (20 fps), not as fast as it decodes.
         assert (stamps[-1] - stamps[0]) / (len(stamps) - 1) == pytest.approx(1.0 / fps, abs=0.02)
-        assert _wait(lambda: cam.counters["eof"] == 1, 2.0), cam.counters
+        assert eventually(lambda: cam.counters["eof"] == 1, 2.0), cam.counters
         time.sleep(0.25)
         with pytest.raises(StaleFrameError):
             cam.get()
@@ -186,7 +178,7 @@ def test_video_file_plays_at_its_rate_then_goes_stale(tmp_path) -> None:
 
     # loop=True: the end of the file reopens it (a counted reconnect) and frames stay fresh.
     with Camera(str(path), 64, 48, max_age_s=0.3, backoff_s=0.01, loop=True) as cam:
-        assert _wait(lambda: cam.counters["reconnects"] >= 1, 3.0), cam.counters
+        assert eventually(lambda: cam.counters["reconnects"] >= 1, 3.0), cam.counters
         cam.wait_frame(newer_than=time.monotonic(), timeout=1.0)
         cam.get()
         assert cam.counters["frames"] > n
