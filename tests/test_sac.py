@@ -16,7 +16,7 @@ from gymnasium.wrappers import FrameStackObservation, TimeLimit
 from robosac.persist import CheckpointError, load_checkpoint, save_checkpoint
 from robosac.sac.networks import Actor, PixelDecoder, PixelEncoder
 from robosac.sac.replay import Replay
-from robosac.sac.sac import SAC, SACConfig, random_shift
+from robosac.sac.sac import SAC, Policy, SACConfig, random_shift
 from robosac.sac.spaces import UnsupportedSpaceError, parse_obs_space
 from robosac.sac.train import TrainConfig, train
 from sac_envs import ConstantRewardEnv, ShadeBanditEnv
@@ -170,6 +170,43 @@ def test_checkpoint_round_trip_gives_identical_actions_and_updates(tmp_path, cro
     s2 = clone.update(batch)
     assert s1 == s2
     assert np.array_equal(agent.act(obs, deterministic=True), clone.act(obs, deterministic=True))
+
+
+@pytest.mark.parametrize("crossq", [False, True])
+def test_policy_acts_like_the_agent_it_was_loaded_from_and_builds_no_optimizer(crossq):
+    """What a robot's control process builds: the encoder and actor of SAC, the same ones for the
+    same seed, loaded from the learner's state; without critics or optimizers (torch's optimizers
+    import its compiler stack, about 2 s of CPU at every robot start)."""
+    import subprocess
+    import sys
+
+    cfg = SACConfig(hidden=(32, 32), crossq=crossq, policy_delay=3 if crossq else 1)
+    agent = SAC(STATE, ACT, cfg, seed=0)
+    obs = np.array([0.1, -0.4, 0.7], np.float32)
+    assert np.array_equal(Policy(STATE, ACT, cfg, seed=0).act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    replay = _filled_replay(agent)
+    for _ in range(10):
+        agent.update(replay.sample(64))
+    policy = Policy(STATE, ACT, cfg, seed=123)
+    assert not np.array_equal(policy.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    policy.load_state_dict(agent.state_dict())
+    assert np.array_equal(policy.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    torch.manual_seed(5)
+    a1 = agent.act(obs)
+    torch.manual_seed(5)
+    assert np.array_equal(policy.act(obs), a1)
+    assert not hasattr(policy, "critic") and not hasattr(policy, "optimizer")
+    with pytest.raises(ValueError, match="hidden"):
+        Policy(STATE, ACT, SACConfig(hidden=(64, 64)), seed=0).load_state_dict(agent.state_dict())
+    # Settings SAC would refuse are refused by the policy too (a robot stops at start, not its learner).
+    with pytest.raises(ValueError, match="policy_delay: invalid value 0"):
+        Policy(STATE, ACT, SACConfig(policy_delay=0))
+    code = ("import sys, numpy as np\nfrom gymnasium import spaces\nfrom robosac.sac.sac import Policy, SAC\n"
+            "s, a = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)\n"
+            "Policy(s, a).act(np.zeros(3, np.float32)); print('torch._dynamo' in sys.modules)\n"
+            "SAC(s, a); print('torch._dynamo' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["False", "True"], r.stderr[-2000:]
 
 
 def test_checkpoint_with_other_settings_is_refused(tmp_path):

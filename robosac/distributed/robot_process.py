@@ -59,7 +59,7 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
 
     from robosac.runtime.collector import Collector, try_realtime
     from robosac.runtime.shared import SharedReplay, WeightStore, load_actor_state
-    from robosac.sac.sac import SAC
+    from robosac.sac.sac import Policy
 
     torch.set_num_threads(1)
     env = collector = None
@@ -74,7 +74,7 @@ def _child(conn: Any, env_id: str, env_kwargs: dict[str, Any], sac_config: Any, 
         env = gym.make(env_id, **env_kwargs)
         if hasattr(env.unwrapped.robot, "phase"):
             env.unwrapped.robot.phase = phase
-        agent = SAC(env.observation_space, env.action_space, sac_config, seed=seed)
+        agent = Policy(env.observation_space, env.action_space, sac_config, seed=seed)
         env.action_space.seed(seed)
         conn.send(("spaces", env.observation_space, env.action_space))
         _, ring_name, weights_name, figures_name = conn.recv()
@@ -157,7 +157,7 @@ class RobotProcess:
         from multiprocessing import shared_memory
 
         from robosac.runtime.shared import SharedReplay, WeightStore, actor_state
-        from robosac.sac.sac import SAC
+        from robosac.sac.sac import Policy
 
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
@@ -167,7 +167,7 @@ class RobotProcess:
         child_conn.close()
         msg = self._recv_startup(start_timeout_s)
         self.observation_space, self.action_space = msg[1], msg[2]
-        agent = SAC(self.observation_space, self.action_space, sac_config, seed=seed)  # for the layouts only
+        agent = Policy(self.observation_space, self.action_space, sac_config, seed=seed)  # for the layouts only
         self.spec = agent.spec
         self.ring = SharedReplay.create(agent.spec, int(np.prod(self.action_space.shape)), ring_capacity, extra=EXTRA_FIELDS)
         self.weights = WeightStore.create(actor_state(agent))

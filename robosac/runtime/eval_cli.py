@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import robosac  # noqa: F401 - env ids
     from robosac.runtime.telemetry import evaluate
-    from robosac.sac.sac import SAC, sac_config_from
+    from robosac.sac.sac import Policy, sac_config_from
 
     run = Path(args.run_dir)
     try:
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"robosac eval: --video-camera {args.video_camera!r}: the model's cameras are {cameras}", file=sys.stderr)
                 return 2
             render = lambda: sim.render(args.video_camera, 320, 240)  # noqa: E731
-        agent = SAC(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))  # the run's settings
+        agent = Policy(env.observation_space, env.action_space, sac_config_from(ck["agent"]["config"]))  # the run's settings
         agent.load_state_dict(ck["agent"])
         res = evaluate(env, lambda o: agent.act(o, deterministic=True), args.episodes, seed=args.seed, video_path=args.video,
                        render=render)

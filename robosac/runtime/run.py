@@ -103,7 +103,7 @@ def train_async(
     from robosac.persist import CheckpointError, JsonLines, load_checkpoint
     from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
     from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
-    from robosac.sac.sac import SAC, SACConfig
+    from robosac.sac.sac import Policy, SACConfig
 
     cfg.validate()
     out = Path(out_dir)
@@ -138,7 +138,7 @@ def train_async(
                 raise RunError(f"privileged_critic: {type(env.unwrapped).__name__} gives no privileged critic inputs; allowed: false for this env")
             sac_cfg = replace(sac_cfg, priv_dim=env.unwrapped.priv_dim)
         cfg = replace(cfg, sac=sac_cfg)
-        agent = SAC(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)
+        agent = Policy(env.observation_space, env.action_space, sac_cfg, seed=cfg.seed)  # acting only; the learner has SAC
         if resume:
             # Check the learner's checkpoint here, so a corrupt or foreign one is a clear error now,
             # not a learner that crashes and restarts in a loop.

@@ -150,8 +150,10 @@ def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last)
 
 
-class SAC:
-    """The agent: ``act`` for the control loop, ``update`` for the learner, ``state_dict`` to save."""
+class Policy:
+    """What acting needs: the encoder and the tanh-Gaussian actor, no critics and no optimizers.
+    A robot's control process builds this, not :class:`SAC`: torch's optimizers import its compiler
+    stack on first use (about 2 s of CPU), which acting never needs."""
 
     def __init__(
         self,
@@ -163,11 +165,7 @@ class SAC:
     ):
         self.config = cfg = config or SACConfig()
         self.spec: ObsSpec = parse_obs_space(observation_space)
-        action_space = check_action_space(action_space)
-        self.device = torch.device(device)
-        if seed is not None:
-            torch.manual_seed(seed)
-        act_dim = action_space.shape[0]
+        # Settings the encoder and actor do not use are checked here too: a robot refuses them at start.
         if cfg.n_step < 1:
             raise ValueError(f"SAC setting n_step: invalid value {cfg.n_step}; allowed: an integer >= 1")
         if cfg.policy_delay < 1:
@@ -184,13 +182,62 @@ class SAC:
                              f"n_step=1 and an env that gives privileged critic inputs (priv_dim >= 1, now {cfg.priv_dim})")
         if cfg.n_step > 1 and not self.spec.state_dim:
             raise ValueError("SAC setting n_step > 1 needs a state part in the observation (it tells where episodes end)")
+        action_space = check_action_space(action_space)
+        self.device = torch.device(device)
+        if seed is not None:
+            torch.manual_seed(seed)  # the encoder and actor first: a SAC with this seed starts with the same ones
         # Env units <-> the actor's [-1, 1]: a_env = center + half_range * a.
         self.action_center = torch.as_tensor((action_space.high + action_space.low) / 2, dtype=torch.float32, device=self.device)
         self.action_half_range = torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32, device=self.device)
-
         self.encoder = ObsEncoder(self.spec, cfg.feature_dim, cfg.conv_channels).to(self.device)
         # The actor stays in eval mode (running batch-norm statistics) except for its own loss.
-        self.actor = Actor(self.encoder.out_dim, act_dim, cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
+        self.actor = Actor(self.encoder.out_dim, action_space.shape[0], cfg.hidden, batch_norm=cfg.crossq).to(self.device).eval()
+
+    def obs_to_torch(self, obs: Any) -> dict[str, torch.Tensor]:
+        """One env observation -> canonical batch of 1 on the agent's device."""
+        return {k: torch.from_numpy(v).unsqueeze(0).to(self.device) for k, v in canonical_obs(obs, self.spec).items()}
+
+    @torch.inference_mode()
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        """Action (A,) in env units for one observation as the env emits it."""
+        feat = self.encoder(self.obs_to_torch(obs))
+        a = self.actor.mode(feat) if deterministic else self.actor.sample(feat)[0]
+        return (self.action_center + self.action_half_range * a)[0].cpu().numpy()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The encoder and actor of a :meth:`SAC.state_dict` (a checkpoint's ``"agent"``); raises
+        ValueError if it was saved with other settings (see :meth:`SAC.load_state_dict`)."""
+        _check_settings(state, self.config)
+        for name in ("encoder", "actor"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+def _check_settings(state: dict[str, Any], config: SACConfig) -> None:
+    """ValueError unless a saved agent's settings are ``config``'s, :data:`RESUMABLE_SAC_CHANGES` aside."""
+    # A setting added after the checkpoint was written counts as its default (which is how the
+    # agent behaved before the setting existed).
+    saved = {k: v for k, v in {**_config_dict(SACConfig()), **state.get("config", {})}.items() if k not in RESUMABLE_SAC_CHANGES}
+    mine = {k: v for k, v in _config_dict(config).items() if k not in RESUMABLE_SAC_CHANGES}
+    if saved != mine:
+        diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
+        raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
+
+
+class SAC(Policy):
+    """The agent: ``act`` for the control loop (from :class:`Policy`), ``update`` for the learner,
+    ``state_dict`` to save."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        config: SACConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ):
+        super().__init__(observation_space, action_space, config, device, seed)
+        cfg = self.config
+        act_dim = self.action_center.shape[0]
         critic_in = self.spec.state_dim + cfg.priv_dim if cfg.privileged_critic else self.encoder.out_dim
         self.critic = TwinCritic(critic_in, act_dim, cfg.hidden, dropout=cfg.critic_dropout,
                                  layer_norm=cfg.critic_layer_norm, batch_norm=cfg.crossq).to(self.device)
@@ -253,22 +300,9 @@ class SAC:
         self.updates = 0
         self._actor_stats = torch.zeros(3, device=self.device)  # actor loss, alpha loss, entropy of the last actor update
 
-    # ---- acting -------------------------------------------------------------------------------
-
     @property
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
-
-    def obs_to_torch(self, obs: Any) -> dict[str, torch.Tensor]:
-        """One env observation -> canonical batch of 1 on the agent's device."""
-        return {k: torch.from_numpy(v).unsqueeze(0).to(self.device) for k, v in canonical_obs(obs, self.spec).items()}
-
-    @torch.inference_mode()
-    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        """Action (A,) in env units for one observation as the env emits it."""
-        feat = self.encoder(self.obs_to_torch(obs))
-        a = self.actor.mode(feat) if deterministic else self.actor.sample(feat)[0]
-        return (self.action_center + self.action_half_range * a)[0].cpu().numpy()
 
     # ---- learning -----------------------------------------------------------------------------
 
@@ -422,13 +456,7 @@ class SAC:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; raises ValueError if the saved agent has other settings
         (other than :data:`RESUMABLE_SAC_CHANGES`, which a resumed run may change)."""
-        # A setting added after the checkpoint was written counts as its default (which is how the
-        # agent behaved before the setting existed).
-        saved = {k: v for k, v in {**_config_dict(SACConfig()), **state.get("config", {})}.items() if k not in RESUMABLE_SAC_CHANGES}
-        mine = {k: v for k, v in _config_dict(self.config).items() if k not in RESUMABLE_SAC_CHANGES}
-        if saved != mine:
-            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
-            raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
+        _check_settings(state, self.config)
         for name in (*self._modules, *self._optimizers):  # a CrossQ checkpoint from before session 19 also holds unused targets
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
