@@ -1,4 +1,4 @@
-"""Test helper: what the kernel says about each thread of a process (Linux /proc)."""
+"""Test helpers: what the kernel says about a process's threads and its descendants (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -21,4 +21,24 @@ def threads(pid: int) -> list[dict]:
                         "children": [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]})
         except (ProcessLookupError, FileNotFoundError):
             continue
+    return out
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live process below ``pid`` (children, their children, ...): {pid: parent pid}."""
+    parent: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # ended while being read
+                continue
+    out: dict[int, int] = {}
+    todo = [pid]
+    while todo:
+        up = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == up:
+                out[child] = up
+                todo.append(child)
     return out

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import ray
 
+from _proc_threads import descendants
 from _proc_threads import threads as proc_threads
 from robosac import cli
 from robosac.config import load_config
@@ -164,23 +165,6 @@ def test_learner_resumed_past_its_replay_capacity_goes_on_learning(tmp_path: Pat
 # ---- the two-twin scenario -------------------------------------------------------------------------
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p.name))
-    out, todo = {pid}, [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
 def _listening_addresses(pids: set[int]) -> set[str]:
     """Local addresses of the TCP sockets in LISTEN state that these processes hold (from /proc)."""
     inodes = set()
@@ -285,7 +269,7 @@ def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
                     and all(_robot(s, r).get("acting_version", 0) > 1 for r in ("claw1", "claw2")))
 
         rec["feeding"] = _poll_until(run, feeding, 60, "both robots feeding a training learner")
-        rec["listening"] = _listening_addresses(_descendants(os.getpid()))
+        rec["listening"] = _listening_addresses({os.getpid(), *descendants(os.getpid())})
         rec["loop_threads"] = wait_for(lambda: _loop_priorities(run), 30, "both robots' loop processes answering")
 
         # 2. Kill claw1's collector; Ray restarts it; claw2 keeps going.

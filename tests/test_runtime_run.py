@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from _proc_threads import descendants
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -344,9 +346,10 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
         while not (metrics.exists() and '"kind": "episode"' in metrics.read_text()) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
-        children = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()]
-        trackers = [c for c in children if b"resource_tracker" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert len(children) - len(trackers) == 1  # the learner
+        # The run's children: multiprocessing's resource tracker and the server the learner was forked from.
+        tree = descendants(proc.pid)
+        learners = [p for p, parent in tree.items() if parent != proc.pid]
+        assert len(learners) == 1 and len(tree) == 3, tree
         assert not list((out / "replay").glob("chunk_*.npz"))  # nothing flushed yet
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -361,12 +364,12 @@ def test_sigterm_stops_a_robot_run_cleanly(tmp_path: Path) -> None:
     counters = load_checkpoint(out / "learner.pt")["counters"]
     assert counters["transitions"] == len(steps), counters  # written after the loop stopped
 
-    assert not [c for c in children if c not in trackers and _alive(c)]  # the learner was joined before the exit
-    # multiprocessing's resource tracker leaves by itself once the exited parent's pipe closes (0-2 s measured).
+    assert not _alive(learners[0])  # the learner was joined before the exit
+    # The resource tracker and the server leave by themselves once the exited parent's pipes close (0-2 s measured).
     t_end = time.monotonic() + 10
-    while any(_alive(c) for c in trackers) and time.monotonic() < t_end:
+    while any(_alive(c) for c in tree) and time.monotonic() < t_end:
         time.sleep(0.05)
-    assert not any(_alive(c) for c in trackers)
+    assert not any(_alive(c) for c in tree)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -411,8 +414,8 @@ def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
     deadline = time.monotonic() + 90
     while len(list((out / "replay").glob("chunk_*.npz"))) < 4 and time.monotonic() < deadline:
         time.sleep(0.1)
-    children = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout.split()]
-    assert children  # the learner (and multiprocessing's resource tracker)
+    tree = descendants(proc.pid)  # the resource tracker, the server the learner was forked from, the learner
+    assert len(tree) == 3 and len([p for p, parent in tree.items() if parent != proc.pid]) == 1, tree
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     flushed = _chunks(out)["step"]
@@ -420,9 +423,9 @@ def test_kill_9_of_a_robot_run_then_resume(tmp_path: Path) -> None:
 
     # The orphaned learner notices its parent is gone and exits (it never trains on unsupervised).
     t_end = time.monotonic() + 15
-    while any(_alive(c) for c in children) and time.monotonic() < t_end:
+    while any(_alive(c) for c in tree) and time.monotonic() < t_end:
         time.sleep(0.2)
-    assert not any(_alive(c) for c in children)
+    assert not any(_alive(c) for c in tree)
     r = _python(*args[1:-3], "--resume", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 600

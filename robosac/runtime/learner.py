@@ -1,6 +1,7 @@
 """SAC training in its own process, so the control loop keeps its deadlines while SAC trains.
 
-``LearnerProcess`` starts (``spawn`` context) a loop that attaches the collector's
+``LearnerProcess`` starts (forked from a ``forkserver`` that has already imported torch, see
+:func:`start_learner_server`) a loop that attaches the collector's
 :class:`~robosac.runtime.shared.SharedReplay` and :class:`~robosac.runtime.shared.WeightStore`,
 builds SAC from the spaces and :class:`~robosac.sac.sac.SACConfig`, limits torch to ``threads``
 intra-op threads (default 1: on a 2-core robot computer one core stays for the control loop), waits
@@ -62,7 +63,7 @@ class LearnerConfig:
     device: str = "cpu"
     idle_sleep_s: float = 0.001  # sleep when warm-up or the update cap holds the learner back
     # relabel(batch, rng) -> batch, applied to every sampled batch (goal relabelling, e.g.
-    # ClawValveTurnEnv.goal_relabeler); picklable, as it goes to the spawned process.
+    # ClawValveTurnEnv.goal_relabeler); picklable, as it goes to the learner's process.
     relabel: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +73,27 @@ class LearnerConfig:
             raise ValueError(f"max_updates_per_step must be > 0, got {self.max_updates_per_step}")
         if self.checkpoint_every_s <= 0:
             raise ValueError(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
+
+
+# What a learner imports before its first update: about 5 s of CPU here (2-4 s for torch, 1.6-2.6 s
+# for torch._dynamo, which the first Adam imports). The forkserver that learners are forked from
+# imports them once; a learner, or one restarted after a crash, then starts in under a second.
+LEARNER_IMPORTS = ["torch", "torch._dynamo", "robosac.sac.sac", "robosac.runtime.shared", "robosac.persist"]
+
+
+def _context() -> Any:
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(LEARNER_IMPORTS)  # effective if the server has not started yet
+    return ctx
+
+
+def start_learner_server() -> None:
+    """Start the server learners are forked from now, so its imports run beside the caller's own
+    start-up instead of after it (the first :meth:`LearnerProcess.start` starts it otherwise)."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
 
 
 def _learner_main(
@@ -85,7 +107,6 @@ def _learner_main(
     resume_from: str | None,
     stop: Any,
     pause: Any,
-    parent_pid: int,
     ints: Any,
     floats: Any,
 ) -> None:
@@ -108,6 +129,7 @@ def _learner_main(
         pass
     replay = SharedReplay.attach(replay_name)
     weights = WeightStore.attach(weights_name)
+    parent = mp.parent_process()  # the collector's process (the server only forked this one)
     try:
         agent = SAC(observation_space, action_space, sac_config, device=cfg.device, seed=cfg.seed)
         if resume_from is not None:
@@ -135,7 +157,7 @@ def _learner_main(
         last_ckpt = time.monotonic()
         floats[F_HEARTBEAT] = last_ckpt
         while not stop.is_set():
-            if os.getppid() != parent_pid:
+            if not parent.is_alive():
                 break  # the collector's process died (kill -9): checkpoint and end, never run orphaned
             now = time.monotonic()
             floats[F_HEARTBEAT] = now
@@ -162,7 +184,7 @@ def _learner_main(
 
 
 class LearnerProcess:
-    """The learner in a ``spawn``-ed process; the parent owns the shared segments and this handle."""
+    """The learner in its own process; the parent owns the shared segments and this handle."""
 
     def __init__(
         self,
@@ -181,7 +203,7 @@ class LearnerProcess:
         self.checkpoint_path = str(checkpoint_path)
         self.sac_config = sac_config or SACConfig()
         self.config = config or LearnerConfig()
-        self.ctx = mp.get_context("spawn")
+        self.ctx = _context()
         self.stop_event = self.ctx.Event()
         # Set by the collector while the robot resets itself: the learner idles (keeps beating).
         self.pause_event = self.ctx.Event()
@@ -205,7 +227,7 @@ class LearnerProcess:
             args=(
                 self.replay_name, self.weights_name, self.observation_space, self.action_space, self.sac_config,
                 self.config, self.checkpoint_path, None if resume_from is None else str(resume_from),
-                self.stop_event, self.pause_event, os.getpid(), self._ints, self._floats,
+                self.stop_event, self.pause_event, self._ints, self._floats,
             ),
             name="robosac-learner",
             daemon=True,
@@ -263,7 +285,7 @@ class LearnerSupervisor:
 
     learner: LearnerProcess
     heartbeat_timeout_s: float = 5.0  # loop silent this long (after start-up) = hung
-    startup_timeout_s: float = 60.0  # spawn + import torch + build SAC + resume
+    startup_timeout_s: float = 60.0  # the server's imports (first start) + build SAC + resume
     restarts: int = 0
     messages: list[str] = field(default_factory=list)
 

@@ -3,7 +3,7 @@
 `train_async(make_env, cfg, out_dir)` is what `robosac train` runs for robosac's robot envs (a
 hardware config, or `robosac/...` ids with `--backend sim`):
 
-    collector thread (this process)            learner process (spawned, 1 torch thread)
+    collector thread (this process)            learner process (forked, 1 torch thread)
       env.step at the control rate               SAC updates from the shared replay,
       act with the newest published weights      capped per env step, after a warm-up
       -> SharedReplay  -> ReplayStore (disk)     -> WeightStore (versioned) -> collector
@@ -96,10 +96,12 @@ def train_async(
     describe: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    from robosac.runtime.learner import OPTIONAL_STATS, AsyncLearner, LearnerConfig, LearnerSupervisor, start_learner_server
+
+    start_learner_server()  # its imports run beside this process's own (robosac train starts it sooner still)
     import torch
 
     from robosac.runtime.collector import Collector
-    from robosac.runtime.learner import OPTIONAL_STATS, AsyncLearner, LearnerConfig, LearnerSupervisor
     from robosac.persist import CheckpointError, JsonLines, load_checkpoint
     from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
     from robosac.runtime.telemetry import Telemetry, evaluate, plot_learning_curve, save_video
