@@ -369,8 +369,9 @@ class AsyncLearner:
 
     def close(self) -> None:
         try:
-            # stop()'s 30 s: a learner stopped while still starting (its imports take about 7 s of
-            # CPU, more on a busy machine) then still writes its checkpoint; 10 s was not enough.
+            # stop()'s 30 s: a learner stopped while still starting (the first one waits for its
+            # server's imports, about 5 s of CPU, more on a busy machine) then still writes its
+            # checkpoint; 10 s was not enough.
             self.process.stop()
         finally:
             self.replay.close()
