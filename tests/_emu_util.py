@@ -1,5 +1,6 @@
 """Helpers for the emulator tests: a raw Protocol 2.0 host on pyserial (no SDK), packet builders,
-and `eventually` (poll a condition with a deadline), which the camera tests use too."""
+and the two polls with a deadline that other tests use too: `eventually` (a bool to assert) and
+`wait_for` (the value, or an AssertionError naming what never came)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ def position_mode_claw() -> RobotConfig:
     setting the position-mode servo model and the jam physics are checked against."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "hardware_configs" / "claw.yaml")
     return replace(cfg, servos=tuple(replace(s, operating_mode=3) if s.operating_mode == 5 else s for s in cfg.servos))
+
+
+def wait_for(pred, timeout_s: float, what: str, poll_s: float = 0.005):
+    """Poll ``pred`` every ``poll_s`` until it returns something true, and return that; an
+    AssertionError naming ``what`` once ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(poll_s)
 
 
 def eventually(pred, timeout_s: float = 2.0) -> bool:

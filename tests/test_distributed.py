@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import ray
 
+from _emu_util import wait_for
 from _proc_threads import descendants
 from _proc_threads import threads as proc_threads
 from robosac import cli
@@ -46,16 +47,6 @@ ENV_ID = "robosac/ClawValveTurn-v0"
 BUS = {"margin_ms": 50.0, "read_retries": 4, "reopen_backoff_s": 0.02}
 CFG = DistRunConfig(steps=10**6, learning_starts=64, batch_size=32, publish_every=5, checkpoint_every_s=2.0,
                     flush_every=50, flush_interval_s=1.0, rpc_timeout_s=1.0, outbox_capacity=2000)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # ---- checks that need no cluster -------------------------------------------------------------------
@@ -145,7 +136,7 @@ def test_learner_resumed_past_its_replay_capacity_goes_on_learning(tmp_path: Pat
 
     first = learner()
     _feed(first, 0, 100, rng)
-    wait_for(lambda: first.agent.updates >= 100, 60, "100 updates on 100 transitions")
+    wait_for(lambda: first.agent.updates >= 100, 60, "100 updates on 100 transitions", poll_s=0.3)
     before = first.stop()
     chunks = sorted(p.name for p in (tmp_path / "replay" / "a").glob("chunk_*.npz"))
     assert before["transitions"] == 100 and chunks[0] != "chunk_000000.npz", chunks  # the oldest rows were dropped
@@ -154,7 +145,7 @@ def test_learner_resumed_past_its_replay_capacity_goes_on_learning(tmp_path: Pat
     try:
         s = second.stats()
         _feed(second, 100, 30, rng)
-        wait_for(lambda: second.agent.updates >= 130, 30, "updates to follow the 30 new transitions")
+        wait_for(lambda: second.agent.updates >= 130, 30, "updates to follow the 30 new transitions", poll_s=0.3)
         assert second.stats()["error"] is None and s["node_id"] is None  # in-process: no Ray started
         assert s["restored_transitions"] < 100 and s["transitions"] == 100 and s["per_robot"]["a"]["transitions"] == 100, s
         assert s["restored_from_updates"] == before["updates"]
@@ -225,7 +216,7 @@ def _poll_until(run: DistributedRun, pred: Callable[[dict], bool], timeout: floa
         snap = run.poll()
         return snap if pred(snap) else None
 
-    return wait_for(check, timeout, what)
+    return wait_for(check, timeout, what, poll_s=0.3)  # each poll is a round of calls to the actors
 
 
 def _thread_priorities(pid: int) -> list[int]:
@@ -270,7 +261,7 @@ def scenario(cluster, tmp_path_factory) -> dict[str, Any]:
 
         rec["feeding"] = _poll_until(run, feeding, 60, "both robots feeding a training learner")
         rec["listening"] = _listening_addresses({os.getpid(), *descendants(os.getpid())})
-        rec["loop_threads"] = wait_for(lambda: _loop_priorities(run), 30, "both robots' loop processes answering")
+        rec["loop_threads"] = wait_for(lambda: _loop_priorities(run), 30, "both robots' loop processes answering", poll_s=0.3)
 
         # 2. Kill claw1's collector; Ray restarts it; claw2 keeps going.
         before = run.poll()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from _emu_util import wait_for
 from robosac.persist import load_checkpoint
 from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
 from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
@@ -326,21 +327,13 @@ def runtime(tmp_path):
     assert _unlinked(replay.name) and _unlinked(weights.name)
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    t_end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > t_end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
-
-
 def test_learner_updates_publishes_and_respects_the_update_cap(runtime):
     replay, weights, make = runtime
     cap = 0.5
     lp = make(max_updates_per_step=cap).start()
     feeder = Feeder(replay, rate_hz=250)
     feeder.add(50)  # below learning_starts: no update may happen
-    _wait(lambda: lp.started_beating, 30, "learner start-up")
+    wait_for(lambda: lp.started_beating, 30, "learner start-up")
     time.sleep(0.2)
     assert lp.stats()["updates"] == 0 and lp.stats()["transitions"] == 50
     collector = WeightStore.attach(weights.name)
@@ -395,7 +388,7 @@ def test_learner_applies_the_relabel_hook_to_every_batch(runtime, tmp_path):
     log = tmp_path / "relabel.log"
     lp = make(relabel=functools.partial(_count_and_relabel, str(log))).start()
     Feeder(replay, rate_hz=1).add(300)
-    _wait(lambda: lp.stats()["updates"] >= 50, 60, "50 updates")
+    wait_for(lambda: lp.stats()["updates"] >= 50, 60, "50 updates")
     lp.stop(timeout=10)
     calls = log.read_text().split()
     assert set(calls) == {"32"} and len(calls) == lp.stats()["updates"]
@@ -408,25 +401,25 @@ def test_supervisor_restarts_a_killed_or_hung_learner_from_its_checkpoint(runtim
     lp.start()
     with Feeder(replay, rate_hz=200) as feeder:
         feeder.add(200)
-        _wait(lambda: lp.stats()["checkpoints"] >= 2 and lp.stats()["updates"] > 50, 30, "two checkpoints")
+        wait_for(lambda: lp.stats()["checkpoints"] >= 2 and lp.stats()["updates"] > 50, 30, "two checkpoints")
         assert sup.check() is None and sup.restarts == 0
         before = lp.stats()
         os.kill(lp.pid, signal.SIGKILL)
-        _wait(lambda: lp.process.exitcode is not None, 5, "the kill")
+        wait_for(lambda: lp.process.exitcode is not None, 5, "the kill")
         ck_updates = load_checkpoint(lp.checkpoint_path)["counters"]["updates"]
         assert 0 < ck_updates <= before["updates"] + 5
         msg = sup.check()
         assert msg is not None and "SIGKILL" in msg and sup.restarts == 1 and sup.messages == [msg]
-        _wait(lambda: lp.started_beating, 30, "restarted learner")
+        wait_for(lambda: lp.started_beating, 30, "restarted learner")
         resumed = lp.stats()
         assert resumed["resumed_from_updates"] == ck_updates  # continues from the checkpoint, not from 0
         v0 = weights.version
         assert v0 > before["weights_version"]  # versions keep rising across the restart
-        _wait(lambda: lp.stats()["updates"] > ck_updates + 20 and weights.version > v0 + 2, 20, "publishing resumes")
+        wait_for(lambda: lp.stats()["updates"] > ck_updates + 20 and weights.version > v0 + 2, 20, "publishing resumes")
         assert sup.check() is None and sup.restarts == 1
 
         # A hung learner (stopped, alive, silent) is noticed by its stale heartbeat.
-        _wait(lambda: load_checkpoint(lp.checkpoint_path)["counters"]["updates"] > ck_updates, 10, "a new checkpoint")
+        wait_for(lambda: load_checkpoint(lp.checkpoint_path)["counters"]["updates"] > ck_updates, 10, "a new checkpoint")
         os.kill(lp.pid, signal.SIGSTOP)
         ck2_updates = load_checkpoint(lp.checkpoint_path)["counters"]["updates"]  # it cannot write any more
         t0 = time.monotonic()
@@ -436,9 +429,9 @@ def test_supervisor_restarts_a_killed_or_hung_learner_from_its_checkpoint(runtim
             time.sleep(0.05)
         assert msg is not None and "heartbeat stale" in msg and sup.restarts == 2
         assert 0.9 < time.monotonic() - t0 < 3.0
-        _wait(lambda: lp.started_beating, 30, "second restart")
+        wait_for(lambda: lp.started_beating, 30, "second restart")
         assert lp.stats()["resumed_from_updates"] == ck2_updates > ck_updates
-        _wait(lambda: lp.stats()["updates"] > lp.stats()["resumed_from_updates"] + 10, 20, "updates after 2nd restart")
+        wait_for(lambda: lp.stats()["updates"] > lp.stats()["resumed_from_updates"] + 10, 20, "updates after 2nd restart")
 
 
 def test_published_weights_act_like_the_learner(runtime):
@@ -447,7 +440,7 @@ def test_published_weights_act_like_the_learner(runtime):
     lp.start()
     feeder = Feeder(replay, rate_hz=1000, seed=1)
     feeder.add(400)
-    _wait(lambda: lp.stats()["updates"] >= 300, 30, "300 updates")
+    wait_for(lambda: lp.stats()["updates"] >= 300, 30, "300 updates")
     assert lp.stop(timeout=15) == 0  # final publish + checkpoint at the same parameters
     ck = load_checkpoint(lp.checkpoint_path)
 
