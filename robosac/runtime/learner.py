@@ -129,7 +129,7 @@ def _learner_main(
         pass
     replay = SharedReplay.attach(replay_name)
     weights = WeightStore.attach(weights_name)
-    parent = mp.parent_process()  # the collector's process (the server only forked this one)
+    parent = mp.parent_process()  # the collector's process, not the server that forked this one
     try:
         agent = SAC(observation_space, action_space, sac_config, device=cfg.device, seed=cfg.seed)
         if resume_from is not None:
