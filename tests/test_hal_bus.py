@@ -137,6 +137,32 @@ def test_cycle_tracks_goals_with_fast_sync_read_and_minimum_bytes(claw) -> None:
     assert (rx1 - rx0) / 20 == m["read_reply"] == stats["tx_bytes"] / 20
 
 
+def test_a_reply_the_host_has_read_is_counted_before_it_resets_the_counters(claw, monkeypatch) -> None:
+    """The emulator's byte counters against a host that resets them as soon as a reply arrives: the
+    emulator thread, stalled just after its write (as on a busy core), must not count that reply
+    into the new window (it did, and the cycle test above failed with 188 bytes too many)."""
+    import os
+
+    import sim.dxl.chain as chain_module
+
+    class SlowWrite:  # the emulator's os, with a write that stalls once the bytes are out
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd, data):
+            n = os.write(fd, data)
+            time.sleep(0.05)
+            return n
+
+    _, chain, bus = claw
+    monkeypatch.setattr(chain_module, "os", SlowWrite())
+    bus.read_state()
+    chain.reset_counters()
+    time.sleep(0.1)  # past the stalled write
+    assert chain.stats()["tx_bytes"] == 0
+
+
 def test_goals_are_clipped_to_joint_limits(claw) -> None:
     cfg, chain, bus = claw
     q = np.zeros(len(cfg.servos))

@@ -450,13 +450,18 @@ class ServoChain:
         master = self._master
         if master is None:
             return False
-        try:
-            os.write(master, data)
-        except OSError:
-            return False
+        # Counted before the write: counted after it, a host that had read the reply and reset the
+        # counters meanwhile found it counted in the new window (the bus test's 188 extra bytes).
         with self.lock:
             self.tx_bytes += len(data)
             self.tx_packets += packets
+        try:
+            os.write(master, data)
+        except OSError:
+            with self.lock:  # never sent
+                self.tx_bytes -= len(data)
+                self.tx_packets -= packets
+            return False
         return True
 
     # ------------------------------------------------------------------ packet processing
