@@ -14,8 +14,8 @@ import sys
 import threading
 
 # The module that registers each command, in the order `--help` lists them. `robosac CMD` imports
-# CMD's module only: `train` pulls in torch (~1.5 s here), and `robosac fault status` or `robosac
-# twin` should not wait for it.
+# CMD's module only: torch (~1.5 s here) is imported by the commands that run it, when they run
+# it, so `robosac fault status`, `robosac twin` or a bad `--sac` value do not wait for it.
 COMMANDS: dict[str, str] = {
     "train": "robosac.sac.train_cli",
     "eval": "robosac.runtime.eval_cli",
@@ -37,20 +37,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _trains_a_robot_here(args: list[str]) -> bool:
-    """`robosac train ARGS` names a robot env (a robosac/ id or a hardware config), not --cluster."""
-    names = {a.split("=")[0] for a in args}
-    return any(a.startswith("robosac/") or a.endswith((".yaml", ".yml")) for a in args) and not names & {"--cluster", "-h", "--help"}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"] and _trains_a_robot_here(argv[1:]):
-        # Its learner is forked from a server that imports torch (robosac.runtime.learner): started
-        # first, that server's imports run beside this process's own, not after them.
-        from robosac.runtime.learner import start_learner_server
-
-        start_learner_server()
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     # SIGTERM (kill, systemd, docker stop) ends a command the way Ctrl-C does, through its cleanup;
     # on the hardware backend the safety monitor takes both signals over as an e-stop while the robot is open.

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,7 +189,8 @@ def test_scan_as_a_subprocess_against_robosac_twin() -> None:
 
 
 def test_each_command_imports_its_own_module_only() -> None:
-    """`robosac fault status` or `robosac twin` does not wait for torch; `--help` lists every command."""
+    """`robosac fault status`, `robosac twin` or `robosac train` with a bad setting does not wait for
+    torch; `--help` lists every command."""
     import subprocess
 
     from robosac.cli import COMMANDS
@@ -203,4 +205,11 @@ def test_each_command_imports_its_own_module_only() -> None:
              "print('torch' in sys.modules)")
     seen = {c: subprocess.run([sys.executable, "-c", probe, c], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.strip()
             for c in ("fault", "scan", "train")}
-    assert seen == {"fault": "False", "scan": "False", "train": "True"}, seen
+    assert seen == {"fault": "False", "scan": "False", "train": "False"}, seen
+    bad = ("import sys; from robosac.cli import main; "
+           "code = main(['train', 'robosac/ClawValveTurn-v0', '--out', sys.argv[1], '--sac', 'gamma=fast']); "
+           "print(code, 'torch' in sys.modules)")
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-c", bad, tmp], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.strip() == "2 False", done.stdout + done.stderr
+    assert "--sac: SAC setting gamma: invalid value 'fast'" in done.stderr

@@ -1,6 +1,6 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv 1801.01290 and 1812.05905), one file.
 
-Read top to bottom: the settings, the agent's parts, acting, then one update:
+Read top to bottom (the settings are in robosac/sac/config.py): the agent's parts, acting, then one update:
   1. critic: soft Bellman target from the target critics, bootstrapped unless *terminated*
      (a time-limit truncation is stored as not terminated, so it bootstraps);
   2. actor: maximise min(Q1, Q2) - alpha * log pi on features detached from the encoder;
@@ -32,7 +32,6 @@ temperature move every ``policy_delay``-th update, and Adam's beta1 is 0.5.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -40,93 +39,13 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from robosac.sac.config import RESUMABLE_SAC_CHANGES, SACConfig, config_dict, sac_config_from
 from robosac.sac.networks import Actor, ObsEncoder, PixelDecoder, TwinCritic, mlp
 from robosac.sac.replay import canonical_obs
 from robosac.sac.spaces import ObsSpec, check_action_space, parse_obs_space
 
 
-@dataclass
-class SACConfig:
-    """Hyper-parameters; defaults follow SB3/CleanRL unless noted."""
-
-    hidden: tuple[int, ...] = (256, 256)
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005  # Polyak rate for the target critics
-    encoder_tau: float = 0.05  # faster for the target encoder, as in DrQ/SAC-AE
-    init_alpha: float = 1.0
-    target_entropy: float | None = None  # None -> -|A|
-    feature_dim: int = 50  # image features (B, F) out of the encoder
-    conv_channels: tuple[int, ...] = (16, 32, 32)  # filters of the three 3x3 convs
-    shift_pad: int = 4  # DrQ random shift, pixels (at 64x64; DrQ uses 4 at 84x84)
-    critic_dropout: float = 0.0  # DroQ: dropout rate in the critics' hidden layers (DroQ uses 0.01)
-    critic_layer_norm: bool = False  # DroQ: LayerNorm after each critic hidden layer
-    n_step: int = 1  # env steps per critic target (n-step return, as DrQ-v2's 3); built when sampling
-    crossq: bool = False  # CrossQ: batch-renormalised actor and critics, no target critics (see the module docstring)
-    policy_delay: int = 1  # critic updates per actor and temperature update (CrossQ uses 3)
-    recon_weight: float = 0.0  # SAC-AE: weight of the image-reconstruction loss on the encoder (0: none)
-    reward_head: bool = False  # predict r from the next observation's features, a loss on the encoder (images, n_step 1)
-    aux_weight: float = 0.0  # weight of the loss predicting batch["aux"] from the next observation's features (images; 0: none)
-    aux_dim: int = 0  # size of batch["aux"] per row; a training run sets it from the env (its aux_dim)
-    privileged_critic: bool = False  # critics on the state + batch["priv"], not the images (see the module docstring)
-    priv_dim: int = 0  # size of batch["priv"] per row; a training run sets it from the env (its priv_dim)
-
-
-# SAC settings a resumed run may change: the entropy target, to lower it late in a run (the
-# temperature keeps its learned value and moves from there). Everything else shapes the networks
-# or the data they were trained on.
-RESUMABLE_SAC_CHANGES = ("target_entropy",)
-
-
-def sac_config_from(settings: list[str] | dict[str, Any], base: SACConfig | None = None) -> SACConfig:
-    """``base`` with fields replaced from ``KEY=VALUE`` strings (or a dict), e.g. ``critic_dropout=0.01``.
-
-    Values are parsed as the field's type (tuples as comma lists: ``hidden=256,256``); an unknown
-    key or a bad value raises ValueError naming the key and what is allowed.
-    """
-    import dataclasses
-
-    cfg = base or SACConfig()
-    fields = {f.name: f for f in dataclasses.fields(SACConfig)}
-    items = settings.items() if isinstance(settings, dict) else [_split_setting(s) for s in settings]
-    changes: dict[str, Any] = {}
-    for key, raw in items:
-        if key not in fields:
-            raise ValueError(f"SAC setting {key!r} is unknown; allowed: {', '.join(fields)}")
-        default = getattr(SACConfig(), key)
-        try:
-            if not isinstance(raw, str):
-                value = tuple(raw) if isinstance(default, tuple) else raw  # e.g. a saved config's lists
-            elif isinstance(default, bool):
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1")
-            elif isinstance(default, tuple):
-                value = tuple(int(v) for v in raw.split(","))
-            elif default is None or isinstance(default, float):
-                value = None if raw.lower() == "none" else float(raw)
-            else:
-                value = type(default)(raw)
-        except ValueError:
-            kind = "true/false" if isinstance(default, bool) else "comma-separated integers" if isinstance(default, tuple) else \
-                f"a number{' or none' if default is None else ''}"
-            raise ValueError(f"SAC setting {key}: invalid value {raw!r}; allowed: {kind}") from None
-        changes[key] = value
-    return dataclasses.replace(cfg, **changes)
-
-
-def _config_dict(cfg: SACConfig) -> dict[str, Any]:
-    """The settings as saved in a checkpoint (tuples as lists, as torch.load returns them)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-
-
-def _split_setting(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"SAC setting {text!r}: expected KEY=VALUE, e.g. critic_dropout=0.01")
-    return key.strip(), value.strip()
+__all__ = ["SACConfig", "sac_config_from", "random_shift", "Policy", "SAC"]  # the settings too, as before they had a module
 
 
 def random_shift(pixels: torch.Tensor, pad: int) -> torch.Tensor:
@@ -216,8 +135,8 @@ def _check_settings(state: dict[str, Any], config: SACConfig) -> None:
     """ValueError unless a saved agent's settings are ``config``'s, :data:`RESUMABLE_SAC_CHANGES` aside."""
     # A setting added after the checkpoint was written counts as its default (which is how the
     # agent behaved before the setting existed).
-    saved = {k: v for k, v in {**_config_dict(SACConfig()), **state.get("config", {})}.items() if k not in RESUMABLE_SAC_CHANGES}
-    mine = {k: v for k, v in _config_dict(config).items() if k not in RESUMABLE_SAC_CHANGES}
+    saved = {k: v for k, v in {**config_dict(SACConfig()), **state.get("config", {})}.items() if k not in RESUMABLE_SAC_CHANGES}
+    mine = {k: v for k, v in config_dict(config).items() if k not in RESUMABLE_SAC_CHANGES}
     if saved != mine:
         diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine) if saved.get(k) != mine.get(k)}
         raise ValueError(f"checkpoint was saved with other SAC settings (saved, current): {diff}")
@@ -450,7 +369,7 @@ class SAC(Policy):
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["updates"] = self.updates
         state["actor_stats"] = self._actor_stats.clone()  # reported by updates that skip the actor (policy_delay)
-        state["config"] = _config_dict(self.config)
+        state["config"] = config_dict(self.config)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,34 +21,8 @@ from robosac.persist import CheckpointError, JsonLines, capture_rng_state, load_
 from robosac.runtime.replay_store import ReplayStore, ReplayStoreError
 from robosac.sac.perf import tune_learner_process
 from robosac.sac.replay import Replay
-from robosac.sac.sac import SAC, SACConfig
-
-
-@dataclass
-class TrainConfig:
-    """Loop settings; ``sac`` holds the learning hyper-parameters."""
-
-    steps: int = 10_000  # env steps
-    seed: int = 0
-    learning_starts: int = 1_000  # uniform random actions (and no updates) before this step
-    batch_size: int = 256
-    updates_per_step: int = 1
-    replay_capacity: int = 1_000_000
-    eval_episodes: int = 10
-    log_every: int = 500  # env steps between training-statistics lines
-    torch_threads: int | None = None  # None: leave torch's default
-    checkpoint_every: int = 1_000  # env steps between checkpoints (and one at the end)
-    replay_flush_every: int = 1_000  # transitions between replay-chunk writes ...
-    replay_flush_interval_s: float = 10.0  # ... or seconds, whichever comes first
-    sac: SACConfig = field(default_factory=SACConfig)
-
-    def validate(self) -> None:
-        for name in ("steps", "batch_size", "updates_per_step", "replay_capacity", "eval_episodes", "log_every",
-                     "checkpoint_every", "replay_flush_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}")
+from robosac.sac.config import TrainConfig
+from robosac.sac.sac import SAC
 
 
 def evaluate(agent: SAC, env: gym.Env, episodes: int, seed: int) -> list[float]:

@@ -16,9 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from robosac.sac.sac import SACConfig, sac_config_from
-from robosac.sac.spaces import UnsupportedSpaceError
-from robosac.sac.train import ResumeError, TrainConfig, train
+from robosac.sac.config import SACConfig, TrainConfig, sac_config_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +115,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.target not in gym.registry:
         print(f"robosac train: unknown target {args.target!r}: not a registered Gymnasium env id or a hardware config", file=sys.stderr)
         return 2
+    from robosac.sac.spaces import UnsupportedSpaceError
+    from robosac.sac.train import ResumeError, train
+
     try:
         summary = train(lambda: gym.make(args.target), cfg, out, progress=not args.no_progress, resume=args.resume is not None)
     except (UnsupportedSpaceError, ResumeError, ValueError) as exc:
@@ -140,6 +141,12 @@ def _robot_target(target: str) -> Any:
 
 
 def _run_robot(args: argparse.Namespace, out: str, robot: Any) -> int:
+    if args.cluster is None:
+        # Its learner is forked from a server that imports torch: started first, that server's
+        # imports run beside this process's own, not after them.
+        from robosac.runtime.learner import start_learner_server
+
+        start_learner_server()
     from robosac.config import ConfigError
     from robosac.runtime.run import RunConfig, RunError, train_async
 
