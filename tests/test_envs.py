@@ -583,8 +583,8 @@ def test_sim_and_hardware_backends_follow_the_same_trajectory(claw_twin) -> None
     moves = np.stack([0.3 * (np.sin(2 * np.pi * 0.5 * t + k) - np.sin(k)) for k in range(9)], axis=1).astype(np.float32)
     # The reset stops driving once every joint is within reset.tolerance_rad (0.1) of its pose, so
     # the two backends can start up to that far apart (a CI run under load: 0.05 rad at the first
-    # step, 0.185 at worst). Holding the pose (action 0) for 0.6 s first
-    # settles both on it, and only the moves after that are compared.
+    # step, 0.185 at worst). Holding the pose (action 0) for 0.6 s first settles both on it, and
+    # only the moves after that are compared.
     hold = 6
     actions = np.concatenate([np.zeros((hold, 9), np.float32), moves])
     trajs = {}
@@ -604,9 +604,10 @@ def test_sim_and_hardware_backends_follow_the_same_trajectory(claw_twin) -> None
     err = np.abs(trajs["sim"][hold:] - trajs["hardware"][hold:])
     # Measured over the 30 moves (3 s), max |sim - twin|: alone 0.008-0.022 rad (4 runs; mean 0.0008);
     # beside a training run at nice 19 (as `make test` runs the compute tests) 0.006-0.032 (6 runs);
-    # beside one at nice 0 on both cores up to 0.08, where finger 2's middle joint moves 0.4 rad a step. Tolerance 0.05 / 0.01 rad: the
-    # twin runs on the wall clock, so a reading late by a few ms is that much further along, and it
-    # quantises to 0.0015 rad ticks; the physics underneath is the same model.
+    # beside one at nice 0 on both cores up to 0.08, where finger 2's middle joint moves 0.4 rad a
+    # step. Tolerance 0.05 / 0.01 rad: the twin runs on the wall clock, so a reading late by a few ms
+    # is that much further along, and it quantises to 0.0015 rad ticks; the physics underneath is
+    # the same model.
     assert err.max() < 0.05, (err.max(axis=1), err.max(axis=0))
     assert err.mean() < 0.01, err.mean()
 
