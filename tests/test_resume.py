@@ -139,6 +139,7 @@ TRAIN = ["train", "Pendulum-v1", "--steps", str(STEPS), "--learning-starts", "20
          "--replay-flush-every", "100", "--no-progress", "--threads", "1", "--eval-episodes", "2"]
 
 
+@pytest.mark.compute  # the synchronous loop on Pendulum: no servo bus, control clock or learner watchdog
 def test_kill_9_then_resume_finishes_the_run_with_every_flushed_transition(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(ROBOSAC + TRAIN + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
