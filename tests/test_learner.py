@@ -16,7 +16,7 @@ from gymnasium import spaces
 
 from _emu_util import wait_for
 from robosac.persist import load_checkpoint
-from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor
+from robosac.runtime.learner import LearnerConfig, LearnerProcess, LearnerSupervisor, process_cpu_s
 from robosac.runtime.shared import SharedReplay, WeightStore, actor_state, load_actor_state
 from robosac.sac.replay import Replay
 from robosac.sac.sac import SAC, SACConfig
@@ -427,11 +427,47 @@ def test_supervisor_restarts_a_killed_or_hung_learner_from_its_checkpoint(runtim
         while msg is None and time.monotonic() - t0 < 5:
             msg = sup.check()
             time.sleep(0.05)
-        assert msg is not None and "heartbeat stale" in msg and sup.restarts == 2
-        assert 0.9 < time.monotonic() - t0 < 3.0
+        assert msg is not None and "heartbeat stale" in msg and "no CPU used" in msg and sup.restarts == 2
+        assert 0.9 < time.monotonic() - t0 < 3.0  # 1 s of silence, then 1 s (cpu_window_s) without CPU
         wait_for(lambda: lp.started_beating, 30, "second restart")
         assert lp.stats()["resumed_from_updates"] == ck2_updates > ck_updates
         wait_for(lambda: lp.stats()["updates"] > lp.stats()["resumed_from_updates"] + 10, 20, "updates after 2nd restart")
+
+
+def _busy_relabel(batch: dict, rng: np.random.Generator) -> dict:
+    """A batch hook that keeps the learner's CPU busy for 0.4 s: a learner slowed down, not hung."""
+    end = time.process_time() + 0.4
+    while time.process_time() < end:
+        pass
+    return batch
+
+
+def test_supervisor_leaves_a_silent_learner_that_is_computing(runtime):
+    """Starved of CPU (a busy computer, a high nice) a learner is slow, not hung: restarting it
+    would throw away its work since the last checkpoint, again and again under sustained load."""
+    t0 = process_cpu_s(os.getpid())
+    while process_cpu_s(os.getpid()) < t0 + 0.05:
+        pass
+    assert process_cpu_s(os.getpid()) - t0 < 1.0 and process_cpu_s(2**22 + 1) is None  # no such process
+    replay, weights, make = runtime
+    lp = make(relabel=_busy_relabel, max_updates_per_step=4.0)
+    sup = LearnerSupervisor(lp, heartbeat_timeout_s=0.1, cpu_window_s=0.1, busy_timeout_s=2.0)
+    lp.start()
+    with Feeder(replay, rate_hz=200) as feeder:
+        feeder.add(200)
+        wait_for(lambda: lp.stats()["updates"] >= 1, 30, "a first update")
+        silent, updates0, t_end = 0, lp.stats()["updates"], time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            assert sup.check() is None, sup.messages
+            silent += lp.stats()["heartbeat_age_s"] > 0.25  # past the timeout and more than a window
+            time.sleep(0.02)
+        # Silent past the timeout time and again, and learning all the while.
+        assert silent > 30 and lp.stats()["updates"] >= updates0 + 4 and sup.restarts == 0
+        # Silent longer than busy_timeout_s, though busy: a loop that never returns.
+        sup.busy_timeout_s = 0.3
+        msg = wait_for(sup.check, 5, "a restart")
+        assert "while using the CPU" in msg and sup.restarts == 1
+        wait_for(lambda: lp.started_beating, 30, "the restarted learner")
 
 
 def test_published_weights_act_like_the_learner(runtime):

@@ -13,8 +13,11 @@ checkpoint (``{"agent": SAC.state_dict(), "counters": {...}}``, see :mod:`robosa
 Progress is visible to the parent without locks through shared counters (:meth:`LearnerProcess.stats`):
 updates done, weights version, last publish/checkpoint time and a heartbeat.
 ``LearnerSupervisor.check()`` (call it from the main loop, e.g. once a second) notices a learner that
-died (exit code set) or hung (heartbeat stale), counts and reports it, and restarts it from the last
-checkpoint: the update counter continues from the checkpoint and the weights version keeps rising.
+died (exit code set) or hung (heartbeat stale and no CPU used), counts and reports it, and restarts
+it from the last checkpoint: the update counter continues from the checkpoint and the weights
+version keeps rising. A silent learner that is still using the CPU is slow, not hung (starved by
+other work on the computer, or at a high ``nice``): restarting it would throw away its work since
+the last checkpoint, again and again under sustained load.
 """
 
 from __future__ import annotations
@@ -282,15 +285,33 @@ class LearnerProcess:
         }
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, all threads; s) process ``pid`` has used; None where /proc has no
+    such figure (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class LearnerSupervisor:
-    """Parent-side watchdog: ``check()`` restarts a dead or hung learner from its last checkpoint."""
+    """Parent-side watchdog: ``check()`` restarts a dead or hung learner from its last checkpoint.
+
+    Hung: its loop silent for ``heartbeat_timeout_s`` and then no CPU used over ``cpu_window_s``
+    (where the CPU time cannot be read, the silence alone); or silent for ``busy_timeout_s``
+    although busy (a loop that never returns)."""
 
     learner: LearnerProcess
-    heartbeat_timeout_s: float = 5.0  # loop silent this long (after start-up) = hung
+    heartbeat_timeout_s: float = 5.0  # loop silent this long (after start-up): watch its CPU time
+    cpu_window_s: float = 1.0  # ... over this long; none used = hung
+    busy_timeout_s: float = 120.0  # loop silent this long though using CPU = hung (one update takes < 1 s)
     startup_timeout_s: float = 60.0  # the server's imports (first start) + build SAC + resume
     restarts: int = 0
     messages: list[str] = field(default_factory=list)
+    _cpu_seen: tuple[float, float] | None = field(default=None, repr=False)  # (time.monotonic(), CPU s) while silent
 
     def check(self) -> str | None:
         """None if healthy (or deliberately stopped); else restart and return what happened."""
@@ -308,9 +329,12 @@ class LearnerSupervisor:
             if now - lp._floats[F_STARTED] > self.startup_timeout_s:
                 reason = f"learner process {p.pid} did not start within {self.startup_timeout_s:.0f} s"
         elif now - lp._floats[F_HEARTBEAT] > self.heartbeat_timeout_s:
-            reason = f"learner process {p.pid} heartbeat stale for {now - lp._floats[F_HEARTBEAT]:.1f} s"
+            reason = self._hung(p.pid, now, now - lp._floats[F_HEARTBEAT])
+        else:
+            self._cpu_seen = None
         if reason is None:
             return None
+        self._cpu_seen = None
         lp.kill()
         resume = lp.checkpoint_path if Path(lp.checkpoint_path).exists() else None
         lp.start(resume_from=resume)
@@ -319,6 +343,25 @@ class LearnerSupervisor:
         self.messages.append(msg)
         log.warning(msg)
         return msg
+
+    def _hung(self, pid: int, now: float, silent_s: float) -> str | None:
+        """Why a learner silent for ``silent_s`` counts as hung, or None while it is still computing."""
+        stale = f"learner process {pid} heartbeat stale for {silent_s:.1f} s"
+        cpu = process_cpu_s(pid)
+        if cpu is None:
+            return stale
+        if silent_s > self.busy_timeout_s:
+            return f"{stale} while using the CPU (a loop that never returns?)"
+        if self._cpu_seen is None:
+            self._cpu_seen = (now, cpu)
+            return None
+        since, cpu_then = self._cpu_seen
+        if now - since < self.cpu_window_s:
+            return None
+        if cpu > cpu_then:  # still computing: slow (starved of CPU), not hung
+            self._cpu_seen = (now, cpu)
+            return None
+        return f"{stale}, no CPU used in the last {now - since:.1f} s"
 
 
 class AsyncLearner:
