@@ -33,6 +33,7 @@ Schema (units in the key names; angles in rad at the *joint*, i.e. after calibra
       width: 128                    # frame width, px
       height: 128                   # frame height, px
       fps: 30                       # frames per second
+      roi: [0.14, 0.06, 0.7, 0.7]   # optional: the part the policy sees, [x, y, width, height] as fractions of the frame
     sim:                            # optional: how the MuJoCo twin renders this robot
       camera: overhead              # MJCF camera the twin serves as the robot's camera
       timestep_s: 0.002             # physics step, s (default: the MJCF's own)
@@ -212,6 +213,10 @@ class CameraConfig:
     width: int = 128
     height: int = 128
     fps: float = 30.0
+    # The region the policy sees: (x, y, width, height), fractions of the frame from its top left
+    # corner; None = the whole frame. A tighter view of the task object spends the policy's few
+    # pixels on it (the fingers are in the state anyway). Videos keep the whole frame.
+    roi: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -489,7 +494,7 @@ def _parse_servos(value: Any, path: str = "servos") -> tuple[ServoConfig, ...]:
 
 def _parse_camera(value: Any, path: str = "camera") -> CameraConfig:
     m = _mapping(value, path)
-    _check_keys(m, path, (), ("source", "width", "height", "fps"))
+    _check_keys(m, path, (), ("source", "width", "height", "fps", "roi"))
     src = m.get("source", 0)
     if isinstance(src, bool) or not isinstance(src, (int, str)) or (isinstance(src, str) and not src.strip()):
         raise _fail(f"{path}.source", src, "a camera index (int >= 0), a file path or a URL")
@@ -500,7 +505,18 @@ def _parse_camera(value: Any, path: str = "camera") -> CameraConfig:
         width=_int(m.get("width", 128), f"{path}.width", 16, 4096),
         height=_int(m.get("height", 128), f"{path}.height", 16, 4096),
         fps=_float(m.get("fps", 30.0), f"{path}.fps", 0.0, 240.0, lo_open=True),
+        roi=None if m.get("roi") is None else _parse_roi(m["roi"], f"{path}.roi"),
     )
+
+
+def _parse_roi(value: Any, path: str) -> tuple[float, float, float, float]:
+    allowed = "[x, y, width, height], fractions of the frame: x, y >= 0, width, height > 0, x + width <= 1, y + height <= 1"
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise _fail(path, value, allowed)
+    x, y, w, h = (float(v) for v in value)
+    if not (x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9):
+        raise _fail(path, value, allowed)
+    return (x, y, w, h)
 
 
 def _parse_sim(value: Any, path: str = "sim") -> SimConfig:

@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import robosac  # noqa: F401 - registers the env ids
 from _emu_util import eventually
-from _twin_inproc import BUS, running_twin
+from _twin_inproc import BUS, ROOT, running_twin
 from robosac.hal.camera import StaleFrameError
 from robosac.robots.claw_reset import ResetError
 from robosac.envs.base import HARDWARE_CONFIGS
@@ -75,6 +75,29 @@ def test_a_loop_phase_puts_every_deadline_on_the_grid(claw_twin) -> None:
             # (benchmarks/deadline_offsets.py, twin_realtime.py); a tighter bound here failed once at 5.3 ms on a busy 2-core machine.
             assert 0.0 <= robot.last_late_s < dt / 2, robot.last_late_s
     env.close()
+
+
+@pytest.mark.compute  # the sim backend only
+def test_the_camera_roi_is_what_the_policy_sees() -> None:
+    """camera.roi cuts the frame before it is shrunk (the valve larger in the same 32 px); videos
+    (render) keep the whole frame."""
+    from dataclasses import replace
+
+    from robosac.config import load_config
+    from robosac.hal.camera import crop_resize
+
+    cfg = load_config(ROOT / "hardware_configs" / "claw.yaml")
+    cfg = replace(cfg, camera=replace(cfg.camera, roi=(0.14, 0.06, 0.7, 0.7)))
+    env = gym.make(CLAW, backend="sim", config=cfg, pixels=True, image_size=(32, 32), render_mode="rgb_array", randomization=None)
+    plain = gym.make(CLAW, backend="sim", pixels=True, image_size=(32, 32), render_mode="rgb_array", randomization=None)
+    obs, _ = env.reset(seed=0, options={"start_rad": 1.0})
+    full = env.render()
+    assert full.shape == (128, 128, 3)  # 0.14 * 128 = 17.9 -> 18, 0.84 * 128 = 107.5 -> 108; 7.7 -> 8, 97.3 -> 97
+    np.testing.assert_array_equal(obs["pixels"], crop_resize(full[8:97, 18:108], 32, 32))
+    other = plain.reset(seed=0, options={"start_rad": 1.0})[0]["pixels"]
+    assert np.abs(other.astype(int) - obs["pixels"].astype(int)).mean() > 20  # not the whole frame
+    env.close()
+    plain.close()
 
 
 def test_spaces_pixels_off_and_frame_stack() -> None:

@@ -31,6 +31,16 @@ def test_sections_are_optional() -> None:
     assert c.camera is None and c.sim is None
 
 
+def test_camera_roi_is_four_fractions_of_the_frame() -> None:
+    d = _base()
+    d["camera"] = {"roi": [0.14, 0.06, 0.7, 0.7]}
+    assert parse_config(d).camera.roi == (0.14, 0.06, 0.7, 0.7)
+    d["camera"] = {"roi": [0, 0, 1, 1]}
+    assert parse_config(d).camera.roi == (0.0, 0.0, 1.0, 1.0)
+    with pytest.raises(ConfigError, match=r"camera\.roi: invalid value \[0\.5, 0\.0, 0\.6, 0\.5\]; allowed: \[x, y, width, height\]"):
+        parse_config({**d, "camera": {"roi": [0.5, 0.0, 0.6, 0.5]}})
+
+
 def test_camera_source_may_be_a_url() -> None:
     d = _base()
     d["camera"] = {"source": "http://127.0.0.1:8080/valve_cam.mjpg", "fps": 15}
@@ -45,6 +55,10 @@ def test_camera_source_may_be_a_url() -> None:
         ("camera", {"fps": 0}, "camera.fps"),
         ("camera", {"source": -1}, "camera.source"),
         ("camera", {"resolution": 5}, "camera.resolution"),
+        ("camera", {"roi": [0.5, 0.0, 0.6, 0.5]}, "camera.roi"),  # x + width > 1
+        ("camera", {"roi": [0.1, 0.1, 0.0, 0.5]}, "camera.roi"),
+        ("camera", {"roi": [0.1, 0.1, 0.5]}, "camera.roi"),
+        ("camera", {"roi": "centre"}, "camera.roi"),
         ("sim", {"timestep_s": 0.5}, "sim.timestep_s"),
         ("sim", {"camera": ""}, "sim.camera"),
         ("sim", {"gravity": 9.81}, "sim.gravity"),

@@ -7,7 +7,8 @@ and reset code. A task subclass supplies `_features`, `_reward` and `_reset_robo
 
 Observation: {"state": float32 (task features), "pixels": uint8 (H, W, 3*frame_stack), newest frame
 last, only with pixels=True; each frame as the robot's camera delivers it (the config's camera size,
-RGB), centre-cropped and shrunk to image_size the same way on both backends}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
+RGB), cut to the config's camera.roi if it has one, then centre-cropped and shrunk to image_size the
+same way on both backends}. Action: Box[-1, 1] per action joint, mapped piecewise-linearly around
 a centre pose: 0 -> centre, -1 -> lo, +1 -> hi. The centre is the config's
 control.action_center_rad, or for joints it does not name, the reset pose ("nominal"); (lo, hi) is
 control.action_range_rad, or for joints it does not name, the servo's min_rad/max_rad.
@@ -110,6 +111,7 @@ class RobotEnv(gym.Env):
         self.pixels = bool(pixels)
         self.image_size = (int(image_size[0]), int(image_size[1]))  # (width, height) px
         self.frame_stack = int(frame_stack)
+        self._roi = cfg.camera.roi if cfg.camera is not None else None  # (x, y, w, h), fractions of the frame
         self.render_mode = render_mode
         if human_help == "auto":
             human_help = console_help if backend == "hardware" and sys.stdin is not None and sys.stdin.isatty() else None
@@ -278,6 +280,10 @@ class RobotEnv(gym.Env):
 
             frame, stamp = self.robot.frame()
             self._frame_age = self.robot.frame_age_s()
+            if self._roi is not None:
+                fh, fw = frame.shape[:2]
+                x, y, rw, rh = self._roi
+                frame = frame[round(y * fh) : round((y + rh) * fh), round(x * fw) : round((x + rw) * fw)]
             w, h = self.image_size
             if frame.shape[:2] != (h, w):
                 frame = crop_resize(frame, w, h)
